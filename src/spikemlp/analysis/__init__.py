@@ -1,0 +1,1 @@
+"""Analysis: operation counts, firing rates, energy and multiplication-free-inference checks."""

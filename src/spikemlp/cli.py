@@ -1,0 +1,52 @@
+"""The ``spikemlp`` command. Thin: each subcommand lives next to the library code it drives.
+
+Each module in ``COMMAND_MODULES`` defines ``register(subparsers)``, which adds its subcommand(s) and
+sets ``func`` on the parser to a callable taking the parsed arguments and returning an exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+COMMAND_MODULES = [
+    "spikemlp.data.commands",
+]
+
+
+class UserError(Exception):
+    """An error the user can act on: printed as one line, without a traceback."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="spikemlp",
+        description="Spiking MLP vision models: data, models, training, evaluation and analysis.",
+    )
+    parser.add_argument("--version", action="version", version=f"spikemlp {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    try:
+        return int(args.func(args) or 0)
+    except (UserError, FileNotFoundError, ValueError, KeyError) as err:
+        # Library errors are written to be read by a person: show the message, not the stack.
+        msg = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"spikemlp {args.command}: error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

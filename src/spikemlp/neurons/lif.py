@@ -1,0 +1,122 @@
+"""Multi-step LIF and IF neurons as stateless modules.
+
+A node takes [T, ...] and returns spikes [T, ...]; the membrane lives only inside the call (after
+Norse), so there is nothing to reset between batches and the module is safe under DDP and
+torch.compile. ``backend`` picks the implementation; all backends compute the same arithmetic.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from . import surrogate as sg
+from .reference import if_reference, lif_reference
+
+
+def _check_input(x_seq: torch.Tensor, name: str) -> None:
+    if not isinstance(x_seq, torch.Tensor):
+        raise TypeError(f"{name} expects a tensor [T, ...], got {type(x_seq).__name__}")
+    if x_seq.dim() < 2:
+        raise ValueError(
+            f"{name} expects input with a leading time axis [T, ...] (at least 2 dims), got shape "
+            f"{tuple(x_seq.shape)}; add the time axis, e.g. x.unsqueeze(0).repeat(T, 1, ...)"
+        )
+    if x_seq.shape[0] == 0:
+        raise ValueError(f"{name} got T = 0 time steps (shape {tuple(x_seq.shape)}); T must be at least 1")
+    if not x_seq.is_floating_point():
+        raise TypeError(f"{name} expects a floating-point input, got {x_seq.dtype}; convert with x.float()")
+
+
+class LIF(nn.Module):
+    """Multi-step leaky integrate-and-fire neuron.
+
+    Charge H[t] = V[t-1] + (X[t] - (V[t-1] - V_reset)) / tau (decay_input) or
+    H[t] = V[t-1] - (V[t-1] - V_reset) / tau + X[t]; spike S[t] = Heaviside(H[t] - V_th);
+    reset V[t] = H[t] (1 - S[t]) + V_reset S[t] (hard) or H[t] - V_th S[t] (v_reset=None, soft).
+    The defaults equal SpikingJelly's LIFNode(tau=2.0, detach_reset=True) and MLP-SPE's neuron.
+    """
+
+    def __init__(
+        self,
+        tau: float = 2.0,
+        v_threshold: float = 1.0,
+        v_reset: float | None = 0.0,
+        detach_reset: bool = True,
+        surrogate: str | sg.Surrogate | None = None,
+        decay_input: bool = True,
+        learnable_tau: bool = False,
+        backend: str = "auto",
+        return_membrane: bool = False,
+    ) -> None:
+        super().__init__()
+        if tau <= 1.0:
+            raise ValueError(f"LIF tau must be greater than 1 (got {tau}); tau = 2 is the usual setting")
+        self.v_threshold = float(v_threshold)
+        self.v_reset = None if v_reset is None else float(v_reset)
+        self.detach_reset = bool(detach_reset)
+        self.surrogate = sg.get(surrogate)
+        self.decay_input = bool(decay_input)
+        self.backend = backend
+        self.return_membrane = return_membrane
+        if learnable_tau:
+            # PLIF: 1/tau = sigmoid(w), w initialised so that tau starts at the given value.
+            self.tau_logit = nn.Parameter(torch.tensor(-math.log(tau - 1.0)))
+        else:
+            self.tau_logit = None
+            self.tau = float(tau)
+
+    def current_tau(self):
+        if self.tau_logit is not None:
+            return 1.0 / torch.sigmoid(self.tau_logit)
+        return self.tau
+
+    def forward(self, x_seq: torch.Tensor):
+        _check_input(x_seq, "LIF")
+        from .backends import run_lif
+
+        return run_lif(
+            x_seq,
+            tau=self.current_tau(),
+            v_threshold=self.v_threshold,
+            v_reset=self.v_reset,
+            decay_input=self.decay_input,
+            detach_reset=self.detach_reset,
+            surrogate=self.surrogate,
+            backend=self.backend,
+            return_membrane=self.return_membrane,
+        )
+
+    def extra_repr(self) -> str:
+        tau = "learnable" if self.tau_logit is not None else self.tau
+        return (
+            f"tau={tau}, v_threshold={self.v_threshold}, v_reset={self.v_reset}, "
+            f"detach_reset={self.detach_reset}, surrogate={self.surrogate}, backend={self.backend}"
+        )
+
+
+class IF(nn.Module):
+    """Multi-step integrate-and-fire neuron: H[t] = V[t-1] + X[t], then fire and reset as LIF."""
+
+    def __init__(
+        self,
+        v_threshold: float = 1.0,
+        v_reset: float | None = 0.0,
+        detach_reset: bool = True,
+        surrogate: str | sg.Surrogate | None = None,
+        return_membrane: bool = False,
+    ) -> None:
+        super().__init__()
+        self.v_threshold = float(v_threshold)
+        self.v_reset = None if v_reset is None else float(v_reset)
+        self.detach_reset = bool(detach_reset)
+        self.surrogate = sg.get(surrogate)
+        self.return_membrane = return_membrane
+
+    def forward(self, x_seq: torch.Tensor):
+        _check_input(x_seq, "IF")
+        return if_reference(
+            x_seq, self.v_threshold, self.v_reset, self.detach_reset, self.surrogate, self.return_membrane
+        )

@@ -1,0 +1,75 @@
+"""The plain-PyTorch multi-step LIF: a loop over T, differentiated by autograd.
+
+This is the ground truth that every fast backend is tested against. The charge, fire and reset
+arithmetic is written once here, in the order SpikingJelly uses, so that other backends can repeat the
+same floating-point operations and produce identical spikes.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .surrogate import Surrogate
+
+
+def lif_reference(
+    x_seq: torch.Tensor,
+    tau: float | torch.Tensor,
+    v_threshold: float,
+    v_reset: float | None,
+    decay_input: bool,
+    detach_reset: bool,
+    surrogate: Surrogate,
+    return_membrane: bool = False,
+):
+    """Multi-step LIF over x_seq [T, ...]; returns spikes [T, ...] (and the membrane after reset)."""
+    v = torch.zeros_like(x_seq[0]) if v_reset is None else torch.full_like(x_seq[0], v_reset)
+    spikes, membranes = [], []
+    for x in x_seq:
+        # charge
+        if decay_input:
+            if v_reset is None or v_reset == 0.0:
+                h = v + (x - v) / tau
+            else:
+                h = v + (x - (v - v_reset)) / tau
+        else:
+            if v_reset is None or v_reset == 0.0:
+                h = v - v / tau + x
+            else:
+                h = v - (v - v_reset) / tau + x
+        # fire
+        s = surrogate.spike(h - v_threshold)
+        s_r = s.detach() if detach_reset else s
+        # reset
+        if v_reset is None:
+            v = h - s_r * v_threshold
+        else:
+            v = h * (1.0 - s_r) + v_reset * s_r if v_reset != 0.0 else h * (1.0 - s_r)
+        spikes.append(s)
+        if return_membrane:
+            membranes.append(v)
+    s_seq = torch.stack(spikes)
+    if return_membrane:
+        return s_seq, torch.stack(membranes)
+    return s_seq
+
+
+def if_reference(x_seq, v_threshold, v_reset, detach_reset, surrogate, return_membrane=False):
+    """Multi-step integrate-and-fire (no leak): H = V + X."""
+    v = torch.zeros_like(x_seq[0]) if v_reset is None else torch.full_like(x_seq[0], v_reset)
+    spikes, membranes = [], []
+    for x in x_seq:
+        h = v + x
+        s = surrogate.spike(h - v_threshold)
+        s_r = s.detach() if detach_reset else s
+        if v_reset is None:
+            v = h - s_r * v_threshold
+        else:
+            v = h * (1.0 - s_r) + v_reset * s_r if v_reset != 0.0 else h * (1.0 - s_r)
+        spikes.append(s)
+        if return_membrane:
+            membranes.append(v)
+    s_seq = torch.stack(spikes)
+    if return_membrane:
+        return s_seq, torch.stack(membranes)
+    return s_seq

@@ -12,7 +12,6 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(TORCH_PINS)
 	$(BIN)/python -m pip install --quiet -e ".[dev]" $(TORCH_PINS)
 	touch $(STAMP)

@@ -11,7 +11,12 @@ import importlib
 import sys
 
 COMMAND_MODULES = [
+    "spikemlp.models.commands",
+    "spikemlp.convert.commands",
     "spikemlp.data.commands",
+    "spikemlp.train.commands",
+    "spikemlp.export.commands",
+    "spikemlp.analysis.commands",
 ]
 
 

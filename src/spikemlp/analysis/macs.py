@@ -44,7 +44,7 @@ def _hooks(model: nn.Module, fn):
 
 
 @torch.no_grad()
-def count_macs(model: nn.Module, x: torch.Tensor) -> "OrderedDict[str, int]":
+def count_macs(model: nn.Module, x: torch.Tensor) -> OrderedDict[str, int]:
     """Per-layer MACs of one forward pass of ``model(x)`` (summed over repeated calls of a layer)."""
     counts: OrderedDict[str, int] = OrderedDict()
 

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from . import surrogate as sg
-from .reference import if_reference, lif_reference
+from .backends import check_backend_name, run_if, run_lif
 
 
 def _check_input(x_seq: torch.Tensor, name: str) -> None:
@@ -30,6 +30,14 @@ def _check_input(x_seq: torch.Tensor, name: str) -> None:
         raise TypeError(f"{name} expects a floating-point input, got {x_seq.dtype}; convert with x.float()")
 
 
+def _check_same_device(x_seq: torch.Tensor, param: torch.Tensor, what: str) -> None:
+    if param.device != x_seq.device:
+        raise ValueError(
+            f"LIF input is on {x_seq.device} but its {what} is on {param.device}; move the module to the "
+            f"input's device with .to({str(x_seq.device)!r})"
+        )
+
+
 class LIF(nn.Module):
     """Multi-step leaky integrate-and-fire neuron.
 
@@ -37,6 +45,12 @@ class LIF(nn.Module):
     H[t] = V[t-1] - (V[t-1] - V_reset) / tau + X[t]; spike S[t] = Heaviside(H[t] - V_th);
     reset V[t] = H[t] (1 - S[t]) + V_reset S[t] (hard) or H[t] - V_th S[t] (v_reset=None, soft).
     The defaults equal SpikingJelly's LIFNode(tau=2.0, detach_reset=True) and MLP-SPE's neuron.
+
+    ``backend``: "auto" (the fused kernel for the tensor's device: "cpp" on CPU, "triton" on CUDA; the
+    reference where none applies, with one warning if a kernel cannot run), "reference", "cpp" or
+    "triton" (an error saying why if it cannot run). All give the same spikes and membranes as the
+    reference. ``learnable_tau``: PLIF-style tau = 1 / sigmoid(w), trained with the network.
+    ``return_membrane``: also return the membrane after reset, [T, ...], for analysis.
     """
 
     def __init__(
@@ -52,6 +66,7 @@ class LIF(nn.Module):
         return_membrane: bool = False,
     ) -> None:
         super().__init__()
+        check_backend_name(backend)
         if tau <= 1.0:
             raise ValueError(f"LIF tau must be greater than 1 (got {tau}); tau = 2 is the usual setting")
         self.v_threshold = float(v_threshold)
@@ -68,15 +83,17 @@ class LIF(nn.Module):
             self.tau_logit = None
             self.tau = float(tau)
 
-    def current_tau(self):
+    def current_tau(self) -> float | torch.Tensor:
+        """tau as a float, or as a 0-dim tensor (1 / sigmoid(tau_logit)) when it is learnable."""
         if self.tau_logit is not None:
             return 1.0 / torch.sigmoid(self.tau_logit)
         return self.tau
 
-    def forward(self, x_seq: torch.Tensor):
+    def forward(self, x_seq: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Spikes [T, ...] (same dtype as the input), or (spikes, membrane after reset) if return_membrane."""
         _check_input(x_seq, "LIF")
-        from .backends import run_lif
-
+        if self.tau_logit is not None:
+            _check_same_device(x_seq, self.tau_logit, "learnable tau")
         return run_lif(
             x_seq,
             tau=self.current_tau(),
@@ -98,7 +115,10 @@ class LIF(nn.Module):
 
 
 class IF(nn.Module):
-    """Multi-step integrate-and-fire neuron: H[t] = V[t-1] + X[t], then fire and reset as LIF."""
+    """Multi-step integrate-and-fire neuron: H[t] = V[t-1] + X[t], then fire and reset as LIF.
+
+    ``backend`` as for :class:`LIF`.
+    """
 
     def __init__(
         self,
@@ -107,16 +127,31 @@ class IF(nn.Module):
         detach_reset: bool = True,
         surrogate: str | sg.Surrogate | None = None,
         return_membrane: bool = False,
+        backend: str = "auto",
     ) -> None:
         super().__init__()
+        check_backend_name(backend)
         self.v_threshold = float(v_threshold)
         self.v_reset = None if v_reset is None else float(v_reset)
         self.detach_reset = bool(detach_reset)
         self.surrogate = sg.get(surrogate)
         self.return_membrane = return_membrane
+        self.backend = backend
 
-    def forward(self, x_seq: torch.Tensor):
+    def forward(self, x_seq: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         _check_input(x_seq, "IF")
-        return if_reference(
-            x_seq, self.v_threshold, self.v_reset, self.detach_reset, self.surrogate, self.return_membrane
+        return run_if(
+            x_seq,
+            v_threshold=self.v_threshold,
+            v_reset=self.v_reset,
+            detach_reset=self.detach_reset,
+            surrogate=self.surrogate,
+            backend=self.backend,
+            return_membrane=self.return_membrane,
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"v_threshold={self.v_threshold}, v_reset={self.v_reset}, detach_reset={self.detach_reset}, "
+            f"surrogate={self.surrogate}, backend={self.backend}"
         )

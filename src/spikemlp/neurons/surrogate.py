@@ -1,8 +1,10 @@
 """Surrogate gradients for the Heaviside spike function.
 
 Each surrogate is a small named object: ``surrogate.spike(u)`` returns Heaviside(u) (u = H - V_th) in the
-forward pass and uses ``surrogate.grad(u)`` as its derivative in the backward pass. Backends read
-``grad`` directly, so a surrogate is defined once and every backend agrees on it.
+forward pass and uses ``surrogate.grad(u)`` as its derivative in the backward pass. ``primitive(u)`` is
+the smooth step whose derivative ``grad`` is (tests differentiate it to check ``grad``). The reference
+backend calls ``grad``; the fused kernels implement the four built-in surrogates below (a custom subclass
+runs on the reference backend).
 """
 
 from __future__ import annotations
@@ -19,6 +21,10 @@ class Surrogate:
     name = "surrogate"
 
     def grad(self, u: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def primitive(self, u: torch.Tensor) -> torch.Tensor:
+        """The smooth approximation of Heaviside(u) whose derivative is ``grad``."""
         raise NotImplementedError
 
     def spike(self, u: torch.Tensor) -> torch.Tensor:
@@ -53,6 +59,9 @@ class Sigmoid(Surrogate):
         s = torch.sigmoid(u * self.alpha)
         return (1.0 - s) * s * self.alpha
 
+    def primitive(self, u: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.alpha * u)
+
 
 @dataclass(repr=False)
 class ATan(Surrogate):
@@ -63,6 +72,9 @@ class ATan(Surrogate):
 
     def grad(self, u: torch.Tensor) -> torch.Tensor:
         return self.alpha / 2 / (1 + (math.pi / 2 * self.alpha * u).square())
+
+    def primitive(self, u: torch.Tensor) -> torch.Tensor:
+        return torch.atan(math.pi / 2 * self.alpha * u) / math.pi + 0.5
 
 
 @dataclass(repr=False)
@@ -75,6 +87,12 @@ class Triangle(Surrogate):
     def grad(self, u: torch.Tensor) -> torch.Tensor:
         return (self.alpha - self.alpha * self.alpha * u.abs()).clamp_min(0)
 
+    def primitive(self, u: torch.Tensor) -> torch.Tensor:
+        # 0 below -1/alpha, 1 above 1/alpha, and a quadratic joining them smoothly.
+        a = self.alpha
+        inside = -0.5 * a * a * u.abs() * u + a * u + 0.5
+        return torch.where(u.abs() <= 1.0 / a, inside, (u > 0).to(u.dtype))
+
 
 @dataclass(repr=False)
 class StraightThrough(Surrogate):
@@ -84,6 +102,9 @@ class StraightThrough(Surrogate):
 
     def grad(self, u: torch.Tensor) -> torch.Tensor:
         return torch.ones_like(u)
+
+    def primitive(self, u: torch.Tensor) -> torch.Tensor:
+        return u  # only its derivative (1) matters
 
 
 _BY_NAME = {"sigmoid": Sigmoid, "atan": ATan, "triangle": Triangle, "straight_through": StraightThrough}

@@ -1,0 +1,136 @@
+"""``spikemlp analyze``: firing rates, exact synaptic operations, energy and the MFI check of a model on data.
+
+    spikemlp analyze --checkpoint RUN/best --data cifar10 --limit 1000 --out analysis/
+    spikemlp analyze --model mlp_spe_xt_cifar --data cifar10 --limit 256 --out analysis/   (untrained)
+
+Writes report.json, report.md and the PNG plots into --out (see ``spikemlp.analysis.analyze``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+from .energy import ENERGY_PRESETS
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "analyze",
+        help="firing rates, exact SOPs, energy and the MFI check of a model on a data set",
+        description=(
+            "Run a model over a data set with hooks and write report.json, report.md and plots: per synaptic "
+            "layer its input kind, dense MACs, input firing rate per step, exact SOPs and energy; per neuron "
+            "layer its firing rate per time step; the multiplication-free-inference check."
+        ),
+    )
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument(
+        "--checkpoint", help="a run folder (its best weights), checkpoint folder or weights file"
+    )
+    src.add_argument("--model", help="a model name, analysed with fresh (untrained) weights")
+    p.add_argument("--data", help="data set name (default: the checkpoint's); e.g. cifar10")
+    p.add_argument("--data-dir", help="where to look for the data first")
+    p.add_argument("--split", default="test", choices=("train", "test"), help="which split (default test)")
+    p.add_argument("--limit", type=int, help="analyse at most this many images")
+    p.add_argument("--batch-size", type=int, default=100, help="images per forward pass (default 100)")
+    p.add_argument("--out", required=True, help="folder for report.json, report.md and the plots")
+    p.add_argument("--T", type=int, help="time steps (with --model; default: the model's)")
+    p.add_argument(
+        "--energy",
+        default="fp32",
+        choices=sorted(ENERGY_PRESETS),
+        help="energy constants preset (default fp32)",
+    )
+    p.add_argument("--e-mac", type=float, help="picojoules per multiply-accumulate (overrides the preset)")
+    p.add_argument("--e-ac", type=float, help="picojoules per accumulate (overrides the preset)")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1, ...")
+    p.add_argument("--no-plots", action="store_true", help="write the reports only")
+    p.set_defaults(func=run_analyze)
+
+
+def _load_model(args: argparse.Namespace):
+    from ..train import checkpoint as ckpt
+    from ..train.config import from_dict
+    from ..train.trainer import model_from_checkpoint
+
+    if args.checkpoint:
+        path = Path(args.checkpoint)
+        if not path.exists():
+            raise FileNotFoundError(
+                f"checkpoint not found: {path} (give a run folder, RUN/best, or a weights file)"
+            )
+        if path.is_dir() and not (path / ckpt.MODEL_FILE).exists() and (path / "best").exists():
+            path = path / "best"  # a run folder: its best weights
+        model, cfg, meta = model_from_checkpoint(path)
+        return model, cfg, int(meta["num_classes"]), cfg.model
+    if not args.data:
+        raise ValueError("--model needs --data (the data set decides the number of classes)")
+    values = {"model": args.model, "data": args.data, "T": args.T}
+    cfg = from_dict(values, where="the command line")
+    return None, cfg, None, args.model
+
+
+def run_analyze(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..train import loaders
+    from ..train.trainer import build_model
+    from .analyzer import analyze
+
+    if args.limit is not None and args.limit <= 0:
+        raise ValueError(f"--limit must be a positive number of images, got {args.limit}")
+    if args.batch_size <= 0:
+        raise ValueError(f"--batch-size must be positive, got {args.batch_size}")
+    model, cfg, num_classes, name = _load_model(args)
+    data = args.data or cfg.data
+    facts = loaders.facts(data, cfg.img_size)
+    if model is None:
+        num_classes = cfg.num_classes or facts.num_classes
+        model = build_model(cfg, num_classes)
+        if cfg.dtype == "float64":
+            model = model.double()
+    elif facts.num_classes != num_classes:
+        raise ValueError(
+            f"the checkpoint classifies {num_classes} classes but {data} has {facts.num_classes}; "
+            "pass the data set it was trained on with --data"
+        )
+    device = torch.device(args.device)
+    model = model.to(device).eval()
+    cfg = dataclasses.replace(
+        cfg, eval_batch_size=args.batch_size, data_dir=args.data_dir or cfg.data_dir, workers=0
+    )
+    split = loaders.load(data, args.split, cfg.data_dir, cfg.synthetic_size, cfg.img_size)
+    pipeline = loaders.choose_pipeline(cfg.pipeline, split, facts.image_size, cfg.img_size, cfg.auto_augment)
+    loader = loaders.build_eval_loader(cfg, split, facts, pipeline, 0, 1, device)
+    classes = loaders.class_names(split, num_classes)
+    report = analyze(
+        model,
+        loader,
+        args.out,
+        limit=args.limit,
+        energy=args.energy,
+        e_mac=args.e_mac,
+        e_ac=args.e_ac,
+        num_classes=num_classes,
+        classes=classes,
+        model_name=name,
+        data_name=f"{data} ({args.split})",
+        make_plots=not args.no_plots,
+    )
+    net = report["network"]
+    print(
+        f"{name} on {data} {args.split}: {report['images']} images, top-1 {100 * report['accuracy']:.2f}%, "
+        f"mean firing rate {report['mean_firing_rate']:.4f}"
+    )
+    mega = {k: net[k] / 1e6 for k in ("dense_macs_per_step", "macs", "sops", "sops_estimate")}
+    print(
+        f"per image: {mega['dense_macs_per_step']:.2f} M dense MACs/step, {mega['macs']:.2f} M MACs, "
+        f"{mega['sops']:.2f} M SOPs (estimate {mega['sops_estimate']:.2f} M), "
+        f"energy {net['energy_pj'] / 1e6:.3f} uJ ({report['energy']['name']}), "
+        f"ANN {net['ann_energy_pj'] / 1e6:.3f} uJ"
+    )
+    print(report["mfi"]["summary"])
+    print(f"wrote {Path(args.out) / 'report.md'} and report.json" + ("" if args.no_plots else " and plots"))
+    return 0

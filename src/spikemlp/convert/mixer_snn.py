@@ -1,0 +1,161 @@
+"""The authors' MLP-SPE / MLP-S weights (EMI-Group/mixer-snn, SPEC 1.6) <-> spikemlp's ``MLPSPE``.
+
+The mapping is a one-to-one renaming; no tensor is changed (the axial projections keep the authors'
+[N, N, 1, 1] convolution shape). The authors number token and channel blocks over all stages
+(``token_mix.{k}``); spikemlp groups them per stage (``stages.{i}.blocks.{j}``), and the stage of block k
+is read from the checkpoint itself (the block's width, which doubles at every stage).
+
+    authors                                     spikemlp
+    to_patch_embedding.0.{0,1}                  stem.{conv,bn}
+    to_patch_embedding.{i}.cell2node.{n}.{0,1}  stages.{i}.encoder.cell2node.{n}.{conv,bn}     (SPE)
+    to_patch_embedding.{i}.node1_node2.{0,1}    stages.{i}.encoder.node1_node2.{conv,bn}       (SPE)
+    to_patch_embedding.{i}.node2_node3.{0,1}    stages.{i}.encoder.node2_node3.{conv,bn}       (SPE)
+    to_patch_embedding.{i}.{0,1}  (i > 0)       stages.{i}.encoder.{conv,bn}                   (MLP-S)
+    token_mix.{k}.proj_w.{1,2}                  stages.{i}.blocks.{j}.token_mix.{proj_w,norm_w}
+    token_mix.{k}.proj_h.{1,2}                  stages.{i}.blocks.{j}.token_mix.{proj_h,norm_h}
+    token_mix.{k}.fuse.{0,1}                    stages.{i}.blocks.{j}.token_mix.{fuse,fuse_norm}
+    token_mix.{k}.BN                            stages.{i}.blocks.{j}.token_mix.identity_norm  (MLP-S)
+    channel_mix.{k}.1.net.{0,1,3,4}             stages.{i}.blocks.{j}.channel_mix.{fc1,norm1,fc2,norm2}
+    batch_norm                                  head_norm
+    mlp_head.1                                  head
+
+Both directions check the whole key set against the layout implied by the checkpoint (number of stages,
+blocks, SPE or not) and raise ``KeyMismatchError`` listing missing and unexpected keys.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+import torch
+
+from . import KeyMismatchError
+
+BN_ENTRIES = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+SPE_NODES = ("cell2node.0", "cell2node.1", "cell2node.2", "node1_node2", "node2_node3")
+
+# Authors' sub-keys within one block and ours: (authors, ours, is_bn).
+_TOKEN_PARTS = [
+    ("proj_w.1", "proj_w", False),
+    ("proj_w.2", "norm_w", True),
+    ("proj_h.1", "proj_h", False),
+    ("proj_h.2", "norm_h", True),
+    ("fuse.0", "fuse", False),
+    ("fuse.1", "fuse_norm", True),
+]
+_CHANNEL_PARTS = [
+    ("1.net.0", "fc1", False),
+    ("1.net.1", "norm1", True),
+    ("1.net.3", "fc2", False),
+    ("1.net.4", "norm2", True),
+]
+
+
+def _entries(prefix: str, is_bn: bool, bias: bool = True) -> list[str]:
+    if is_bn:
+        return [f"{prefix}.{e}" for e in BN_ENTRIES]
+    return [f"{prefix}.weight", f"{prefix}.bias"] if bias else [f"{prefix}.weight"]
+
+
+def _layout_pairs(num_stages: int, depths: list[int], spe: bool) -> list[tuple[str, str]]:
+    """(authors' key, our key) for every tensor of a model with this structure."""
+    pairs: list[tuple[str, str]] = []
+
+    def add(theirs: str, ours: str, is_bn: bool, bias: bool = True) -> None:
+        pairs.extend(zip(_entries(theirs, is_bn, bias), _entries(ours, is_bn, bias)))
+
+    add("to_patch_embedding.0.0", "stem.conv", False, bias=False)
+    add("to_patch_embedding.0.1", "stem.bn", True)
+    for i in range(1, num_stages):
+        if spe:
+            for node in SPE_NODES:
+                add(f"to_patch_embedding.{i}.{node}.0", f"stages.{i}.encoder.{node}.conv", False, bias=False)
+                add(f"to_patch_embedding.{i}.{node}.1", f"stages.{i}.encoder.{node}.bn", True)
+        else:
+            add(f"to_patch_embedding.{i}.0", f"stages.{i}.encoder.conv", False, bias=False)
+            add(f"to_patch_embedding.{i}.1", f"stages.{i}.encoder.bn", True)
+    k = 0
+    for i, depth in enumerate(depths):
+        for j in range(depth):
+            ours = f"stages.{i}.blocks.{j}"
+            for theirs_part, ours_part, is_bn in _TOKEN_PARTS:
+                add(
+                    f"token_mix.{k}.{theirs_part}",
+                    f"{ours}.token_mix.{ours_part}",
+                    is_bn,
+                    bias=ours_part != "fuse",
+                )
+            if not spe:
+                add(f"token_mix.{k}.BN", f"{ours}.token_mix.identity_norm", True)
+            for theirs_part, ours_part, is_bn in _CHANNEL_PARTS:
+                add(f"channel_mix.{k}.{theirs_part}", f"{ours}.channel_mix.{ours_part}", is_bn)
+            k += 1
+    add("batch_norm", "head_norm", True)
+    add("mlp_head.1", "head", False)
+    return pairs
+
+
+def _indices(keys, pattern: str) -> list[int]:
+    rx = re.compile(pattern)
+    return sorted({int(m.group(1)) for key in keys if (m := rx.match(key))})
+
+
+def _structure_from_authors(sd: Mapping[str, torch.Tensor]) -> tuple[int, list[int], bool]:
+    """Number of stages, blocks per stage and SPE-or-not of an authors' state dict."""
+    keys = list(sd)
+    num_stages = max(_indices(keys, r"to_patch_embedding\.(\d+)\."), default=0) + 1
+    spe = any(".cell2node." in key for key in keys)
+    blocks = _indices(keys, r"(?:token_mix|channel_mix)\.(\d+)\.")
+    num_blocks = blocks[-1] + 1 if blocks else 0
+    # A block's width (its fuse conv's output channels, else its first linear's input) gives its stage.
+    widths = []
+    for k in range(num_blocks):
+        w = sd.get(f"token_mix.{k}.fuse.0.weight", sd.get(f"channel_mix.{k}.1.net.0.weight"))
+        widths.append(None if w is None else int(w.shape[0] if w.dim() == 4 else w.shape[1]))
+    known = sorted({w for w in widths if w is not None})
+    stage_of_width = {w: i for i, w in enumerate(known)}
+    depths = [0] * max(num_stages, len(known))
+    stage = 0
+    for w in widths:
+        # A block with neither tensor stays in the stage of the block before it (and is reported missing).
+        stage = stage_of_width.get(w, stage)
+        depths[stage] += 1
+    return len(depths), depths, spe
+
+
+def _structure_from_ours(sd: Mapping[str, torch.Tensor]) -> tuple[int, list[int], bool]:
+    keys = list(sd)
+    stages = _indices(keys, r"stages\.(\d+)\.")
+    num_stages = stages[-1] + 1 if stages else 1
+    depths = []
+    for i in range(num_stages):
+        blocks = _indices(keys, rf"stages\.{i}\.blocks\.(\d+)\.")
+        depths.append(blocks[-1] + 1 if blocks else 0)
+    spe = any(".cell2node." in key for key in keys) or not any(".identity_norm." in key for key in keys)
+    return num_stages, depths, spe
+
+
+def _rename(sd: Mapping[str, torch.Tensor], mapping: dict[str, str], what: str) -> dict[str, torch.Tensor]:
+    missing = set(mapping) - set(sd)
+    unexpected = set(sd) - set(mapping)
+    if missing or unexpected:
+        raise KeyMismatchError(what, missing, unexpected)
+    return {mapping[key]: sd[key] for key in sd}
+
+
+def to_spikemlp(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Authors' MLP-SPE/MLP-S state dict -> a state dict for ``spikemlp.models.mlp_spe.MLPSPE``."""
+    num_stages, depths, spe = _structure_from_authors(sd)
+    mapping = dict(_layout_pairs(num_stages, depths, spe))
+    return _rename(sd, mapping, "mixer-snn (authors' MLP-SPE) checkpoint")
+
+
+def from_spikemlp(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A spikemlp ``MLPSPE`` state dict -> the authors' key layout (SPEC 1.6)."""
+    num_stages, depths, spe = _structure_from_ours(sd)
+    mapping = {ours: theirs for theirs, ours in _layout_pairs(num_stages, depths, spe)}
+    return _rename(sd, mapping, "spikemlp MLP-SPE state dict")
+
+
+__all__ = ["to_spikemlp", "from_spikemlp"]

@@ -1,0 +1,114 @@
+"""Axial token mixing: MLP-SPE's token block, dense N x N maps along W and along H (SPEC 1.2).
+
+The authors write each branch as a 1x1 Conv2d with one spatial axis in the channel slot: the tensor is
+permuted to [T * B, W, C, H], convolved (weight [N, N, 1, 1], bias [N]), batch-normalised over the W
+positions (BatchNorm2d(N)), spiked, and permuted back; the H branch likewise. Here the same maps are
+computed on the [T * B, C, H, W] layout directly, without permuting or copying:
+
+- W branch: y[m, c, h, :] = W_w @ x[m, c, h, :] + b, a matmul on the last axis (one GEMM);
+- H branch: y[m, c, :, w] = W_h @ x[m, c, :, w] + b, a batched matmul over the (m, c) planes;
+- BatchNorm over positions: the statistic of position p pools every other axis, so BN(N) runs on the
+  contiguous view that puts p in the channel slot: [M * C * H, N] for W, [M * C, N, W] for H.
+
+``AxialProjection`` subclasses ``nn.Conv2d`` so that its parameters are shaped as the authors' (weights
+map one to one) and tools that recognise convolutions (MAC counts, binary-input checks) see it as one.
+Its MACs are (output elements) x N, as for the authors' 1x1 convolution.
+
+The block's output u = BN(Conv1x1(concat[x, x_h, x_w])) is real-valued; the model adds it to the stage
+state before a neuron. In MLP-S (the no-SPE ablation) the identity branch is LIF(BN(x)) instead of x.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class AxialProjection(nn.Conv2d):
+    """A dense map over the N positions of one spatial axis, shared over channels and the other axis.
+
+    Stored as the authors' 1x1 Conv2d(N, N) (weight [N, N, 1, 1], bias [N]) but applied to x [M, C, H, W]
+    along ``axis`` ("w": the last axis, "h": the one before) without permuting x. Output has x's shape.
+    """
+
+    def __init__(self, num_positions: int, axis: str) -> None:
+        if axis not in ("h", "w"):
+            raise ValueError(f"axis must be 'h' or 'w', got {axis!r}")
+        super().__init__(num_positions, num_positions, kernel_size=1, bias=True)
+        self.axis = axis
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n = self.in_channels
+        dim = -1 if self.axis == "w" else -2
+        if x.shape[dim] != n:
+            raise ValueError(
+                f"axial projection along {self.axis.upper()} expects {n} positions, "
+                f"got input {tuple(x.shape)}"
+            )
+        weight = self.weight.view(n, n)
+        if self.axis == "w":
+            return F.linear(x, weight, self.bias)
+        # W_h @ x[m, c] for every (m, c) plane; bias per output row.
+        return torch.matmul(weight, x) + self.bias.view(n, 1)
+
+    def extra_repr(self) -> str:
+        return f"positions={self.in_channels}, axis={self.axis!r}"
+
+
+def positional_batch_norm(bn: nn.BatchNorm2d, y: torch.Tensor, axis: str) -> torch.Tensor:
+    """BN with the positions along ``axis`` of y [M, C, H, W] as its features, on a contiguous view."""
+    M, C, H, W = y.shape
+    if axis == "w":
+        return bn(y.view(M * C * H, W, 1, 1)).view(M, C, H, W)
+    return bn(y.view(M * C, H, W, 1)).view(M, C, H, W)
+
+
+class AxialTokenMixing(nn.Module):
+    """Token block: spikes x [T, B, C, N, N] -> real-valued u [T, B, C, N, N].
+
+    ``identity_norm=True`` gives MLP-S's identity branch LIF(BN(x)) (SPEC 1.3); the default is x itself.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_positions: int,
+        neuron_layer: Callable[[], nn.Module],
+        identity_norm: bool = False,
+    ) -> None:
+        super().__init__()
+        n = num_positions
+        self.num_positions = n
+        self.proj_w = AxialProjection(n, "w")
+        self.norm_w = nn.BatchNorm2d(n)
+        self.lif_w = neuron_layer()
+        self.proj_h = AxialProjection(n, "h")
+        self.norm_h = nn.BatchNorm2d(n)
+        self.lif_h = neuron_layer()
+        if identity_norm:
+            self.identity_norm = nn.BatchNorm2d(dim)
+            self.identity_lif = neuron_layer()
+        else:
+            self.identity_norm = None
+            self.identity_lif = None
+        self.fuse = nn.Conv2d(3 * dim, dim, kernel_size=1, bias=False)
+        self.fuse_norm = nn.BatchNorm2d(dim)
+
+    def _branch(self, xm: torch.Tensor, proj: AxialProjection, bn: nn.BatchNorm2d, lif: nn.Module, T: int):
+        y = positional_batch_norm(bn, proj(xm), proj.axis)
+        return lif(y.unflatten(0, (T, -1))).flatten(0, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        T = x.shape[0]
+        xm = x.flatten(0, 1)
+        if self.identity_norm is not None:
+            identity = self.identity_lif(self.identity_norm(xm).unflatten(0, (T, -1))).flatten(0, 1)
+        else:
+            identity = xm
+        x_h = self._branch(xm, self.proj_h, self.norm_h, self.lif_h, T)
+        x_w = self._branch(xm, self.proj_w, self.norm_w, self.lif_w, T)
+        u = self.fuse_norm(self.fuse(torch.cat((identity, x_h, x_w), dim=1)))
+        return u.unflatten(0, (T, -1))

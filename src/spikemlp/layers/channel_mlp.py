@@ -1,0 +1,64 @@
+"""Channel MLP: MLP-SPE's channel block with its per-token BatchNorm (SPEC 1.2).
+
+On the spikes viewed as tokens [T * B, N * N, C]: Linear C -> alpha C (bias), BatchNorm1d(N * N), LIF,
+Linear alpha C -> C (bias), BatchNorm1d(N * N). BatchNorm1d(N * N) on a [T * B, N * N, alpha C] tensor
+keeps one statistic per token position, pooled over time, batch and channels: the authors' design, which
+ties the model to one input resolution. ``channel_bn="channel"`` is an option (not the authors'):
+one statistic per channel, pooled over time, batch and positions, as usual for a Linear layer.
+
+The tokens view of a [T * B, C, H, W] tensor is a transpose; the first Linear reads it as such (PyTorch
+makes one token-major copy of the input there), and everything after it is token-major and contiguous.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+CHANNEL_BN_MODES = ("token", "channel")
+
+
+class ChannelMLP(nn.Module):
+    """Channel block: spikes x [T, B, C, H, W] -> real-valued [T, B, C, H, W]."""
+
+    def __init__(
+        self,
+        dim: int,
+        num_tokens: int,
+        neuron_layer: Callable[[], nn.Module],
+        mlp_ratio: int = 3,
+        channel_bn: str = "token",
+    ) -> None:
+        super().__init__()
+        if channel_bn not in CHANNEL_BN_MODES:
+            raise ValueError(f"channel_bn must be one of {CHANNEL_BN_MODES}, got {channel_bn!r}")
+        hidden = int(dim * mlp_ratio)
+        self.channel_bn = channel_bn
+        self.num_tokens = num_tokens
+        self.fc1 = nn.Linear(dim, hidden)
+        self.norm1 = nn.BatchNorm1d(num_tokens if channel_bn == "token" else hidden)
+        self.lif = neuron_layer()
+        self.fc2 = nn.Linear(hidden, dim)
+        self.norm2 = nn.BatchNorm1d(num_tokens if channel_bn == "token" else dim)
+
+    def _norm(self, bn: nn.BatchNorm1d, y: torch.Tensor) -> torch.Tensor:
+        # y: [M, L, D] contiguous. Token mode: BN1d(L) on the 3D tensor (statistic per token);
+        # channel mode: BN1d(D) on the [M * L, D] view (statistic per channel).
+        if self.channel_bn == "token":
+            return bn(y)
+        return bn(y.flatten(0, 1)).view_as(y)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        T, B, C, H, W = x.shape
+        if self.channel_bn == "token" and H * W != self.num_tokens:
+            raise ValueError(
+                f"the channel block's per-token BatchNorm was built for {self.num_tokens} tokens, "
+                f"got a {H}x{W} grid; build the model for this input size"
+            )
+        tokens = x.flatten(0, 1).flatten(2).transpose(1, 2)  # [T*B, H*W, C], a view
+        y = self._norm(self.norm1, self.fc1(tokens))
+        y = self.lif(y.unflatten(0, (T, B))).flatten(0, 1)
+        y = self._norm(self.norm2, self.fc2(y))
+        return y.transpose(1, 2).unflatten(2, (H, W)).unflatten(0, (T, B))

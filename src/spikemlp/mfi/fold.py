@@ -1,0 +1,250 @@
+"""Fold every BatchNorm of an MLP-SPE model away, leaving accumulations on spikes plus the encoding layer.
+
+At inference a BatchNorm is an affine map y = a z + d per feature (a = gamma / sqrt(var + eps),
+d = beta - a mean). ``fold(model)`` returns a copy in which each BN has been absorbed by a neighbour:
+
+- conv + BN over output channels (stem, SPE cell, MLP-S encoder, token-block fuse): into the conv's
+  weights and a new bias, W' = a W, b' = a b + d.
+- axial projection + BN over positions (BatchNorm2d(N) of the token block): the BN's features are the
+  projection's output positions, i.e. the rows of its N x N matrix: W' = a W (row-wise), b' = a b + d.
+- channel block, first per-token BN1d(N*N) (after fc1, before a LIF): its scale varies over token
+  positions, which share fc1's weights, so it cannot enter them. It goes into the LIF instead: the
+  neuron sees sign(a_p) fc1(x) + d_p / |a_p| and fires at V_th / |a_p| (per-token threshold and bias;
+  ``ThresholdLIF``). Exact: the LIF is homogeneous in (membrane, input, threshold).
+- channel block, second per-token BN1d(N*N) (after fc2): its output is added to the stage state h and
+  the token-block output u before a LIF, which carry other scales, so no threshold can absorb it. It goes
+  into per-token copies of fc2: W'_p = a_p W, b'_p = a_p b + d_p (``PerTokenLinear``; P x C x alpha C
+  weights). That multiplies fc2's weights by N*N: mlp_spe_xt_cifar grows from 3.7M to 13.5M parameters,
+  affordable; mlp_spe_t at 224 would gain about 1.49G, so at that size folding is a check, not a
+  deployment format. With channel_bn="channel" both BNs are
+  per feature and fold into the Linear weights directly.
+- MLP-S's identity branch LIF(BN(x)) on spikes: into a per-channel threshold and bias of that LIF.
+- head: BN2d on the last spikes, grid mean, Linear: linear(mean(a s + d)) = (W a) mean(s) + (W d + b),
+  so W' = W diag(a), b' = b + W d, and the readout accumulates one column of W' per spike and scales by
+  1 / (N*N) once per class (``FoldedMLPSPE`` does this in accumulate-only mode).
+
+``accumulate_only(folded)`` then swaps every synaptic layer on spikes for its gather-and-add version.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from ..layers import AxialTokenMixing, ChannelMLP, ConvDownsample, PatchStem, SpikingPatchEncoding
+from ..layers.axial_token_mixing import AxialProjection
+from ..layers.spiking_patch_encoding import ConvBN
+from ..models.mlp_spe import MLPSPE
+from .accumulate import (
+    AccumulateAxialProjection,
+    AccumulateConv2d,
+    AccumulateLinear,
+    AccumulatePerTokenLinear,
+    PerTokenLinear,
+    check_binary,
+    gather_sum,
+)
+from .neurons import ThresholdLIF
+
+
+def bn_affine(bn: nn.modules.batchnorm._BatchNorm) -> tuple[torch.Tensor, torch.Tensor]:
+    """(a, d) with BN(z) = a z + d in eval mode, in float64."""
+    if not bn.track_running_stats or bn.running_mean is None:
+        raise ValueError("cannot fold a BatchNorm without running statistics (track_running_stats=False)")
+    var = bn.running_var.detach().double()
+    mean = bn.running_mean.detach().double()
+    gamma = bn.weight.detach().double() if bn.weight is not None else torch.ones_like(var)
+    beta = bn.bias.detach().double() if bn.bias is not None else torch.zeros_like(var)
+    a = gamma / torch.sqrt(var + bn.eps)
+    return a, beta - a * mean
+
+
+def _fold_rows(weight: torch.Tensor, bias: torch.Tensor | None, a: torch.Tensor, d: torch.Tensor):
+    """Output-feature-wise fold: W' = a W (row-wise), b' = a b + d, computed in float64."""
+    w = weight.detach().double()
+    b = bias.detach().double() if bias is not None else torch.zeros(w.shape[0], dtype=torch.float64)
+    w = w * a.view(-1, *([1] * (w.dim() - 1)))
+    return w, a * b + d
+
+
+def _set(param_holder: nn.Module, name: str, value: torch.Tensor, like: torch.Tensor) -> None:
+    setattr(
+        param_holder, name, nn.Parameter(value.to(dtype=like.dtype, device=like.device), requires_grad=False)
+    )
+
+
+def _folded_conv(conv: nn.Conv2d, bn: nn.Module) -> nn.Conv2d:
+    w, b = _fold_rows(conv.weight, conv.bias, *bn_affine(bn))
+    new = copy.deepcopy(conv)
+    like = conv.weight
+    _set(new, "weight", w, like)
+    _set(new, "bias", b, like)
+    return new
+
+
+class _StemIdentity(nn.Module):
+    """Stands in for the stem's BN (folded into the stem conv); accepts the ``repeats`` argument."""
+
+    def forward(self, x: torch.Tensor, repeats: int = 1) -> torch.Tensor:
+        return x
+
+
+class FoldedMLPSPE(MLPSPE):
+    """An MLP-SPE with its BatchNorms folded (made by ``fold``). In accumulate-only mode the readout sums
+    one weight column per spike of the last stage and scales by 1 / (N*N) once per class."""
+
+    accumulate_only: bool = False
+
+    def forward_head_steps(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        if not self.accumulate_only or pre_logits or not isinstance(self.head, nn.Linear):
+            return super().forward_head_steps(x, pre_logits)
+        check_binary(x, "readout")
+        T, B, _, H, W = x.shape
+        t, b, c, _, _ = x.nonzero(as_tuple=True)  # sorted by output row t * B + b
+        summed = gather_sum(t * B + b, c, self.head.weight.t(), T * B)  # one column of W' per spike
+        # One scaling per class and step turns the spike counts into the grid mean.
+        return (summed * (1.0 / (H * W))).view(T, B, -1) + self.head.bias
+
+
+def _fold_channel_mlp(block: ChannelMLP) -> None:
+    if block.channel_bn == "channel":
+        for fc, bn_name in ((block.fc1, "norm1"), (block.fc2, "norm2")):
+            w, b = _fold_rows(fc.weight, fc.bias, *bn_affine(getattr(block, bn_name)))
+            like = fc.weight
+            _set(fc, "weight", w, like)
+            _set(fc, "bias", b, like)
+            setattr(block, bn_name, nn.Identity())
+        return
+    # First per-token BN -> per-token threshold/bias of the following LIF (input laid out [T, B, P, D]).
+    a1, d1 = bn_affine(block.norm1)
+    block.lif = ThresholdLIF.from_lif(block.lif, a1.view(-1, 1), d1.view(-1, 1))
+    _to_like(block.lif, block.fc1.weight)
+    block.norm1 = nn.Identity()
+    # Second per-token BN -> per-token copies of fc2.
+    a2, d2 = bn_affine(block.norm2)
+    w = block.fc2.weight.detach().double()
+    b = block.fc2.bias.detach().double() if block.fc2.bias is not None else w.new_zeros(w.shape[0])
+    weight = a2.view(-1, 1, 1) * w.unsqueeze(0)  # [P, D, K]
+    bias = a2.view(-1, 1) * b.unsqueeze(0) + d2.view(-1, 1)  # [P, D]
+    like = block.fc2.weight
+    block.fc2 = PerTokenLinear(weight.to(like.dtype).to(like.device), bias.to(like.dtype).to(like.device))
+    block.norm2 = nn.Identity()
+
+
+def _to_like(module: nn.Module, like: torch.Tensor) -> None:
+    for name, buf in module.named_buffers():
+        if buf is not None:
+            setattr(module, name, buf.to(dtype=like.dtype, device=like.device))
+
+
+def _fold_token_mixing(block: AxialTokenMixing) -> None:
+    for proj, bn_name in ((block.proj_w, "norm_w"), (block.proj_h, "norm_h")):
+        w, b = _fold_rows(proj.weight, proj.bias, *bn_affine(getattr(block, bn_name)))
+        like = proj.weight
+        _set(proj, "weight", w, like)
+        _set(proj, "bias", b, like)
+        setattr(block, bn_name, nn.Identity())
+    block.fuse = _folded_conv(block.fuse, block.fuse_norm)
+    block.fuse_norm = nn.Identity()
+    if block.identity_norm is not None:
+        a, d = bn_affine(block.identity_norm)
+        block.identity_lif = ThresholdLIF.from_lif(block.identity_lif, a.view(-1, 1, 1), d.view(-1, 1, 1))
+        _to_like(block.identity_lif, block.fuse.weight)
+        block.identity_norm = nn.Identity()
+
+
+@torch.no_grad()
+def fold(model: nn.Module) -> FoldedMLPSPE:
+    """An inference copy of an MLP-SPE/MLP-S model with every BatchNorm folded (see the module docs).
+
+    The copy is in eval mode; its logits equal ``model.eval()(images)`` up to floating-point rounding.
+    """
+    if not isinstance(model, MLPSPE):
+        hint = (
+            " SNN-MLP normalises with GroupNorm, whose statistics are computed per sample at inference, so "
+            "it has no fixed affine map to fold (and its layers take real-valued input: it is not MFI)."
+            if "SNNMLP" in type(model).__name__
+            else ""
+        )
+        raise TypeError(
+            "fold supports MLP-SPE/MLP-S models (spikemlp.models.mlp_spe.MLPSPE), got "
+            f"{type(model).__name__}.{hint}"
+        )
+    if isinstance(model, FoldedMLPSPE):
+        raise ValueError("this model is already folded")
+    if not isinstance(model.head, nn.Linear):
+        raise ValueError(
+            "fold needs the classifier to absorb the head's BatchNorm, but this model has none "
+            "(num_classes=0); fold the model with its classifier, e.g. reset_classifier(num_classes)"
+        )
+    folded = copy.deepcopy(model).eval()
+    folded.__class__ = FoldedMLPSPE
+    folded.accumulate_only = False
+    for p in folded.parameters():
+        p.requires_grad_(False)
+
+    stem: PatchStem = folded.stem
+    stem.conv = _folded_conv(stem.conv, stem.bn)
+    stem.bn = _StemIdentity()
+
+    for module in list(folded.modules()):
+        if isinstance(module, SpikingPatchEncoding):
+            for convbn in [*module.cell2node, module.node1_node2, module.node2_node3]:
+                _fold_convbn(convbn)
+        elif isinstance(module, ConvDownsample):
+            module.conv = _folded_conv(module.conv, module.bn)
+            module.bn = nn.Identity()
+        elif isinstance(module, AxialTokenMixing):
+            _fold_token_mixing(module)
+        elif isinstance(module, ChannelMLP):
+            _fold_channel_mlp(module)
+
+    # The head: BN2d on spikes, grid mean, Linear -> a Linear with W' = W diag(a), b' = b + W d.
+    a, d = bn_affine(folded.head_norm)
+    w = folded.head.weight.detach().double()
+    b = folded.head.bias.detach().double() if folded.head.bias is not None else w.new_zeros(w.shape[0])
+    like = folded.head.weight
+    _set(folded.head, "weight", w * a.view(1, -1), like)
+    _set(folded.head, "bias", b + w @ d, like)
+    folded.head_norm = nn.Identity()
+    left = [name for name, m in folded.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if left:
+        raise RuntimeError(f"fold left BatchNorm layers behind: {', '.join(left)}")
+    return folded
+
+
+def _fold_convbn(convbn: ConvBN) -> None:
+    convbn.conv = _folded_conv(convbn.conv, convbn.bn)
+    convbn.bn = nn.Identity()
+
+
+@torch.no_grad()
+def accumulate_only(folded: FoldedMLPSPE) -> FoldedMLPSPE:
+    """A copy of a folded model whose layers on spikes add gathered weight columns (no multiplications).
+
+    The stem conv (the encoding layer, on real pixels, computed once) stays a dense convolution. Every
+    other conv/linear raises ``NonBinaryInputError`` if it ever receives a value other than 0 or 1.
+    """
+    if not isinstance(folded, FoldedMLPSPE):
+        raise TypeError("accumulate_only needs a folded model: call spikemlp.mfi.fold(model) first")
+    acc = copy.deepcopy(folded).eval()
+    acc.accumulate_only = True
+    stem_conv = acc.stem.conv
+    for parent in list(acc.modules()):
+        for name, child in list(parent.named_children()):
+            if child is stem_conv or child is acc.head:
+                continue
+            if isinstance(child, AxialProjection):
+                setattr(parent, name, AccumulateAxialProjection(child))
+            elif type(child) is nn.Conv2d:
+                setattr(parent, name, AccumulateConv2d(child))
+            elif type(child) is nn.Linear:
+                setattr(parent, name, AccumulateLinear(child))
+            elif isinstance(child, PerTokenLinear):
+                setattr(parent, name, AccumulatePerTokenLinear(child))
+    return acc
+
+
+__all__ = ["FoldedMLPSPE", "accumulate_only", "bn_affine", "fold"]

@@ -1,0 +1,164 @@
+"""Checkpoints: a folder per checkpoint (``RUN_DIR/last``, ``RUN_DIR/best``) written atomically, read without
+unpickling.
+
+A checkpoint folder holds
+- ``model.safetensors``: the weights, with the model name and arguments in the file's metadata, so the
+  weights alone rebuild the model (``spikemlp eval``, the analysis tools);
+- ``ema.safetensors``: the EMA weights, when the run keeps an EMA;
+- ``state.pt``: everything needed to resume (optimizer, scheduler, RNG states, epoch and step counters),
+  saved with ``torch.save`` as plain tensors, numbers, strings, lists and dicts, and loaded with
+  ``torch.load(weights_only=True)``, which refuses any other object;
+- ``meta.json``: epoch, step and accuracy, for people and scripts.
+
+Writing: the folder is first written in full as ``NAME.tmp``; then the old folder is renamed to ``NAME.old``,
+the new one to ``NAME``, and ``NAME.old`` is removed. A crash at any moment leaves either ``NAME`` or (between
+the two renames) ``NAME.old`` complete; :func:`resolve` picks whichever exists.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shutil
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, safe_open, save_file
+
+MODEL_FILE = "model.safetensors"
+EMA_FILE = "ema.safetensors"
+STATE_FILE = "state.pt"
+META_FILE = "meta.json"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, incomplete, or holds something other than tensors and plain data."""
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # pragma: no cover (platforms without directory handles)
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb+") as f:
+        os.fsync(f.fileno())
+
+
+def plain_state_dict(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The module's state dict as independent, contiguous CPU tensors (safetensors refuses shared storage)."""
+    return {k: v.detach().to("cpu").clone().contiguous() for k, v in module.state_dict().items()}
+
+
+def save_checkpoint(
+    folder: str | Path,
+    model_state: dict[str, torch.Tensor],
+    model_meta: dict[str, str],
+    state: dict[str, Any] | None = None,
+    ema_state: dict[str, torch.Tensor] | None = None,
+    meta: dict[str, Any] | None = None,
+) -> Path:
+    """Write a checkpoint folder atomically (see the module docstring) and return its path."""
+    folder = Path(folder)
+    tmp = folder.with_name(folder.name + ".tmp")
+    old = folder.with_name(folder.name + ".old")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    save_file(model_state, str(tmp / MODEL_FILE), metadata={k: str(v) for k, v in model_meta.items()})
+    _fsync_file(tmp / MODEL_FILE)
+    if ema_state is not None:
+        save_file(ema_state, str(tmp / EMA_FILE), metadata={k: str(v) for k, v in model_meta.items()})
+        _fsync_file(tmp / EMA_FILE)
+    if state is not None:
+        torch.save(state, tmp / STATE_FILE)
+        _fsync_file(tmp / STATE_FILE)
+    (tmp / META_FILE).write_text(json.dumps(meta or {}, indent=1, default=str))
+    _fsync_file(tmp / META_FILE)
+    _fsync_dir(tmp)
+    # The new folder is complete; swap it in. Between the two renames only NAME.old exists (resolve() knows).
+    if folder.exists():
+        if old.exists():
+            shutil.rmtree(old)
+        os.replace(folder, old)
+    os.replace(tmp, folder)
+    _fsync_dir(folder.parent)
+    if old.exists():
+        shutil.rmtree(old)
+    return folder
+
+
+def resolve(path: str | Path) -> Path:
+    """The checkpoint folder for ``path``: a checkpoint folder, a run folder (its ``last``), or a weights
+    file's folder; falls back to ``NAME.old`` when a crash interrupted the swap."""
+    path = Path(path)
+    if path.is_file() and path.suffix == ".safetensors":
+        return path.parent
+    if path.is_dir() and (path / MODEL_FILE).is_file():
+        return path
+    old = path.with_name(path.name + ".old")
+    if not path.exists() and (old / MODEL_FILE).is_file():
+        return old
+    if (path / "last").exists() or (path / "last.old").exists():
+        return resolve(path / "last")
+    raise CheckpointError(
+        f"no checkpoint at {path}: expected a run folder (with last/ or best/ inside) or a checkpoint folder "
+        f"holding {MODEL_FILE}"
+    )
+
+
+def load_weights(path: str | Path, ema: bool = False) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The weights and their metadata (model name, arguments) from a checkpoint folder or weights file."""
+    path = Path(path)
+    file = path if path.is_file() else resolve(path) / (EMA_FILE if ema else MODEL_FILE)
+    if not file.is_file():
+        raise CheckpointError(f"checkpoint weights {file} not found")
+    try:
+        with safe_open(str(file), framework="pt") as f:
+            meta = dict(f.metadata() or {})
+        return load_file(str(file)), meta
+    except (SafetensorError, OSError) as err:
+        raise CheckpointError(
+            f"checkpoint weights {file} are unreadable ({err}); the file is damaged"
+        ) from None
+
+
+def load_state(folder: str | Path) -> dict[str, Any]:
+    """The resume state of a checkpoint folder, read with ``weights_only=True`` (never unpickles code)."""
+    file = resolve(folder) / STATE_FILE
+    if not file.is_file():
+        raise CheckpointError(f"checkpoint {file.parent} has no {STATE_FILE}; it cannot be resumed from")
+    if not zipfile.is_zipfile(file):
+        raise CheckpointError(
+            f"checkpoint state {file} is unreadable (not a torch.save archive); the file is damaged"
+        )
+    try:
+        return torch.load(file, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        lines = [
+            ln.strip() for ln in str(err).splitlines() if "Unsupported" in ln or "WeightsUnpickler" in ln
+        ]
+        first = lines[0].split(" was not an allowed")[0] if lines else "unsupported object"
+        raise CheckpointError(
+            f"refusing to load {file}: it holds objects other than tensors and plain data ({first}). "
+            "spikemlp never unpickles arbitrary objects; only load checkpoints you wrote yourself."
+        ) from None
+    except (RuntimeError, EOFError, OSError) as err:
+        raise CheckpointError(f"checkpoint state {file} is unreadable ({err}); the file is damaged") from None
+
+
+def load_meta(folder: str | Path) -> dict[str, Any]:
+    file = resolve(folder) / META_FILE
+    return json.loads(file.read_text()) if file.is_file() else {}

@@ -1,0 +1,223 @@
+"""``spikemlp train`` and ``spikemlp eval``: thin command-line wrappers around :mod:`spikemlp.train`.
+
+Every key of :class:`spikemlp.train.config.TrainConfig` is an option of ``spikemlp train``
+(``--epochs 10``, ``--T 4``, ``--model-kwargs '{embed_dim: 96}'`` or ``--model_kwargs.embed_dim 96``);
+values are read as YAML and checked against the key's type. An unknown option is one error that names
+the close matches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import json
+import sys
+from pathlib import Path
+
+from .config import TrainConfig, field_help, field_names, parse_value
+
+
+class _ConfigArgumentParser(argparse.ArgumentParser):
+    """An ArgumentParser whose unknown ``--options`` get one error naming the close config keys, and
+    which accepts ``--model_kwargs.NAME VALUE`` for single model arguments."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        args = list(sys.argv[1:] if args is None else args)
+        model_kwargs: dict = {}
+        rest = []
+        i = 0
+        while i < len(args):
+            a = args[i]
+            key = a[2:].replace("-", "_") if a.startswith("--") else ""
+            if key.startswith("model_kwargs."):
+                name, _, inline = key.partition("=")
+                if inline:
+                    value, i = inline, i + 1
+                elif i + 1 < len(args):
+                    value, i = args[i + 1], i + 2
+                else:
+                    self.error(f"{a} needs a value")
+                model_kwargs[name.split(".", 1)[1]] = parse_value(value)
+                continue
+            rest.append(a)
+            i += 1
+        ns, extras = super().parse_known_args(rest, namespace)
+        unknown = [e for e in extras if e.startswith("-")]
+        if unknown:
+            key = unknown[0].lstrip("-").split("=")[0].replace("-", "_")
+            valid = field_names()
+            close = difflib.get_close_matches(key, valid, n=3, cutoff=0.6)
+            hint = f" Did you mean {', '.join('--' + c for c in close)}?" if close else ""
+            self.error(
+                f"unknown option {unknown[0]}: '{key}' is not a config key.{hint} "
+                f"Valid keys: {', '.join(valid)}"
+            )
+        if extras:
+            self.error(f"unexpected argument(s) {' '.join(extras)}; options are --KEY VALUE pairs")
+        if model_kwargs:
+            ns.model_kwargs_items = model_kwargs
+        return ns, []
+
+
+def _option_strings(name: str) -> list[str]:
+    dashed = name.replace("_", "-")
+    return [f"--{name}"] + ([f"--{dashed}"] if dashed != name else [])
+
+
+def _describe(f: dataclasses.Field) -> str:
+    default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default  # type: ignore[misc]
+    return f"(default: {default!r})"
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "train",
+        help="train a model from a recipe (configs/*.yaml); every recipe key can be overridden",
+        description="Train a model. Example: spikemlp train -c configs/cifar10_cpu_speedrun.yaml "
+        "--out runs/speedrun --time-budget 8. Every key of the recipe is an option "
+        "(--epochs 10 --T 4 --model mlp_spe_t_cifar); values are read as YAML. Under torchrun "
+        "(torchrun --nproc_per_node=N -m spikemlp train ...) the run is data-parallel.",
+        usage="spikemlp train [-c RECIPE.yaml] --out RUN_DIR [--resume RUN_DIR] [--KEY VALUE ...]",
+        allow_abbrev=False,
+    )
+    p.__class__ = _ConfigArgumentParser  # our parse_known_args: one clear error for unknown keys
+    p.add_argument("-c", "--config", help="recipe YAML file (configs/NAME.yaml)")
+    p.add_argument("--out", help="run folder for config, metrics, checkpoints and summary")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
+    keys = p.add_argument_group("configuration keys (override the recipe; values are read as YAML)")
+    helps = field_help()
+    for f in dataclasses.fields(TrainConfig):
+        flag = f.type in ("bool", bool)  # --ema alone means --ema true
+        keys.add_argument(
+            *_option_strings(f.name),
+            dest=f"cfg_{f.name}",
+            default=argparse.SUPPRESS,
+            metavar="VALUE",
+            nargs="?" if flag else None,
+            const="true" if flag else None,
+            help=f"{helps.get(f.name, '')} {_describe(f)}".strip(),
+        )
+    p.set_defaults(func=run_train)
+
+    e = subparsers.add_parser(
+        "eval",
+        help="evaluate a checkpoint: top-1, top-5 and per-class accuracy",
+        description="Evaluate a checkpoint (a run folder, RUN_DIR/best, RUN_DIR/last, or a model.safetensors "
+        "written by spikemlp train) on a data set's test split.",
+    )
+    e.add_argument(
+        "--checkpoint", required=True, help="RUN_DIR (uses best/), RUN_DIR/best, RUN_DIR/last, ..."
+    )
+    e.add_argument("--data", help="data set name (default: the one the model was trained on)")
+    e.add_argument("--data-dir", help="where to look for the data first")
+    e.add_argument("--batch-size", type=int, default=256)
+    e.add_argument("--device", default="auto")
+    e.add_argument("--ema", action="store_true", help="evaluate the EMA weights of a last/ checkpoint")
+    e.add_argument("--split", default="test", choices=("train", "test"))
+    e.add_argument("--json", help="also write the results (with per-class accuracy) to this JSON file")
+    e.set_defaults(func=run_eval)
+
+
+def _overrides(args: argparse.Namespace) -> dict:
+    values = {}
+    for key, raw in vars(args).items():
+        if key.startswith("cfg_"):
+            values[key[4:]] = parse_value(raw)
+    items = getattr(args, "model_kwargs_items", None)
+    if items:
+        values["model_kwargs"] = {**values.get("model_kwargs", {}), **items}
+    return values
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from .config import from_dict, load_config
+    from .trainer import read_run_config, train
+
+    overrides = _overrides(args)
+    if args.resume:
+        if args.config:
+            raise ValueError("--resume continues with the run's own config.yaml; leave out -c/--config")
+        run_dir = Path(args.out or args.resume)
+        if args.out and Path(args.out) != Path(args.resume):
+            raise ValueError("--resume RUN_DIR writes into RUN_DIR; leave out --out or give the same folder")
+        saved = read_run_config(run_dir)
+        if "model_kwargs" in overrides:
+            overrides["model_kwargs"] = {**saved.get("model_kwargs", {}), **overrides["model_kwargs"]}
+        cfg = from_dict({**saved, **overrides}, where=f"{run_dir}/config.yaml and the command line")
+        train(cfg, run_dir, resume=True)
+        return 0
+    if not args.out:
+        raise ValueError("say where the run goes: --out RUN_DIR (for example --out runs/my_run)")
+    if args.config is None and not overrides:
+        raise ValueError("give a recipe with -c configs/NAME.yaml (and/or --KEY VALUE options)")
+    if "model_kwargs" in overrides and args.config:
+        from .config import load_yaml
+
+        recipe_kwargs = load_yaml(args.config).get("model_kwargs", {}) or {}
+        overrides["model_kwargs"] = {**recipe_kwargs, **overrides["model_kwargs"]}
+    cfg = load_config(args.config, overrides)
+    train(cfg, args.out, resume=False)
+    return 0
+
+
+def _format_per_class(names: list[str], acc: list[float], totals: list[int]) -> str:
+    cells = [f"{n[:18]:>18} {a:6.2f}% ({t})" for n, a, t in zip(names, acc, totals)]
+    cols = 3 if len(cells) > 12 else 1
+    lines = []
+    for i in range(0, len(cells), cols):
+        lines.append("  ".join(cells[i : i + cols]))
+    return "\n".join(lines)
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    import torch
+
+    from . import checkpoint as ckpt
+    from . import loaders
+    from .distributed import pick_device
+    from .evaluate import evaluate
+    from .trainer import model_from_checkpoint
+
+    path = Path(args.checkpoint)
+    if path.is_dir() and not (path / ckpt.MODEL_FILE).exists() and (path / "best").exists():
+        path = path / "best"  # a run folder: its best weights
+    model, cfg, meta = model_from_checkpoint(path, ema=args.ema)
+    data = args.data or cfg.data
+    device = pick_device(args.device)
+    model = model.to(device)
+    dtype = torch.float64 if cfg.dtype == "float64" else torch.float32
+    cfg = dataclasses.replace(cfg, eval_batch_size=args.batch_size, data_dir=args.data_dir or cfg.data_dir)
+    facts = loaders.facts(data, cfg.img_size)
+    split = loaders.load(data, args.split, cfg.data_dir, cfg.synthetic_size, cfg.img_size)
+    num_classes = int(meta["num_classes"])
+    if facts.num_classes != num_classes:
+        raise ValueError(
+            f"the checkpoint classifies {num_classes} classes but {data} has {facts.num_classes}"
+        )
+    pipeline = loaders.choose_pipeline(cfg.pipeline, split, facts.image_size, cfg.img_size, cfg.auto_augment)
+    loader = loaders.build_eval_loader(cfg, split, facts, pipeline, 0, 1, device)
+    result = evaluate(model, loader, num_classes, device, dtype=dtype)
+    names = loaders.class_names(split, num_classes)
+    where = ckpt.resolve(path) if path.is_dir() else path
+    print(
+        f"{cfg.model} ({'EMA ' if args.ema else ''}weights {where}) on {data} {args.split} "
+        f"({result.count} images)"
+    )
+    print(
+        f"top-1 {result.top1:.2f}%  top-5 {result.top5:.2f}%  loss {result.loss:.4f}  "
+        f"({result.count / max(result.seconds, 1e-9):.0f} img/s)"
+    )
+    print("per-class accuracy:")
+    print(_format_per_class(names, result.per_class_accuracy(), result.per_class_total))
+    if args.json:
+        out = {
+            "checkpoint": str(where),
+            "model": cfg.model,
+            "data": data,
+            "split": args.split,
+            "classes": names,
+            **result.to_dict(),
+        }
+        Path(args.json).write_text(json.dumps(out, indent=1))
+    return 0

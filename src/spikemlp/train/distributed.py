@@ -1,0 +1,79 @@
+"""Distributed set-up for runs launched with ``torchrun``: process group, device, and small collectives.
+
+``torchrun`` sets RANK, LOCAL_RANK and WORLD_SIZE; a run started without them is a single process. The
+backend is NCCL when the run uses CUDA and gloo on CPU. Only rank 0 writes logs and checkpoints.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass
+class DistInfo:
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def pick_device(name: str, local_rank: int = 0) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError("device 'cuda' was asked for but PyTorch sees no CUDA GPU; use --device cpu")
+        return torch.device("cuda", local_rank)
+    return torch.device(name)
+
+
+def setup(device_name: str = "auto") -> DistInfo:
+    """Join the process group when launched by torchrun; pick this process's device."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = pick_device(device_name, local_rank)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if world_size > 1 and not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend=backend, device_id=device if device.type == "cuda" else None)
+    return DistInfo(rank=rank, local_rank=local_rank, world_size=world_size, device=device)
+
+
+def cleanup(info: DistInfo) -> None:
+    if info.enabled and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def all_reduce_sum(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """Sum over ranks (in place on the tensor; a no-op in a single process)."""
+    if info.enabled:
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def broadcast_float(value: float, info: DistInfo) -> float:
+    """Rank 0's value on every rank (used so that all ranks agree on time-budget decisions)."""
+    if not info.enabled:
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=info.device)
+    dist.broadcast(t, src=0)
+    return float(t.item())
+
+
+def barrier(info: DistInfo) -> None:
+    if info.enabled:
+        dist.barrier()

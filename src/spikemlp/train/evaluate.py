@@ -1,0 +1,88 @@
+"""Evaluation: top-1, top-5, loss and per-class accuracy of a model on a data set, summed exactly over
+ranks."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from .distributed import DistInfo, all_reduce_sum
+
+
+@dataclass
+class EvalResult:
+    top1: float  # percent
+    top5: float  # percent
+    loss: float
+    count: int
+    per_class_correct: list[int] = field(default_factory=list)
+    per_class_total: list[int] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def per_class_accuracy(self) -> list[float]:
+        return [
+            100.0 * c / t if t else float("nan") for c, t in zip(self.per_class_correct, self.per_class_total)
+        ]
+
+    def to_dict(self) -> dict:
+        return {
+            "top1": self.top1,
+            "top5": self.top5,
+            "loss": self.loss,
+            "count": self.count,
+            "per_class_accuracy": self.per_class_accuracy(),
+            "per_class_total": self.per_class_total,
+            "seconds": self.seconds,
+        }
+
+
+@torch.no_grad()
+def evaluate(
+    model: torch.nn.Module,
+    loader,
+    num_classes: int,
+    device: torch.device,
+    dist_info: DistInfo | None = None,
+    autocast: contextlib.AbstractContextManager | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> EvalResult:
+    """Accuracy of ``model`` over ``loader`` (this rank's slice); counts are summed over all ranks."""
+    import time
+
+    start = time.perf_counter()
+    was_training = model.training
+    model.eval()
+    k5 = min(5, num_classes)
+    # [correct top1 per class (K), total per class (K), correct top5, loss sum] in one tensor for one reduce
+    stats = torch.zeros(2 * num_classes + 2, dtype=torch.float64, device=device)
+    for images, labels in loader:
+        images = images.to(device, dtype=dtype, non_blocking=True)
+        labels = labels.to(device, non_blocking=True)
+        with autocast or contextlib.nullcontext():
+            logits = model(images)
+        logits = logits.float()
+        stats[-1] += F.cross_entropy(logits, labels, reduction="sum").double()
+        top = logits.topk(k5, dim=1).indices
+        hit1 = top[:, 0] == labels
+        stats[:num_classes] += torch.bincount(labels[hit1], minlength=num_classes).double()
+        stats[num_classes : 2 * num_classes] += torch.bincount(labels, minlength=num_classes).double()
+        stats[-2] += (top == labels[:, None]).any(dim=1).sum().double()
+    if dist_info is not None:
+        all_reduce_sum(stats, dist_info)
+    model.train(was_training)
+    stats = stats.cpu()
+    correct = stats[:num_classes].long().tolist()
+    total = stats[num_classes : 2 * num_classes].long().tolist()
+    n = sum(total)
+    return EvalResult(
+        top1=100.0 * sum(correct) / max(n, 1),
+        top5=100.0 * float(stats[-2]) / max(n, 1),
+        loss=float(stats[-1]) / max(n, 1),
+        count=n,
+        per_class_correct=correct,
+        per_class_total=total,
+        seconds=time.perf_counter() - start,
+    )

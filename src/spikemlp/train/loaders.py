@@ -1,0 +1,386 @@
+"""The batch sources of a training run: training and evaluation loaders for every data set and pipeline.
+
+Two pipelines:
+- ``tensor``: in-memory data sets (CIFAR, MNIST) at their native size go through the data layer's
+  ``TensorBatchLoader``, which augments whole batches as tensors (random crop, flip) on the training
+  device; optional random erasing runs on the normalised batch (timm's RandomErasing works on batches).
+- ``timm``: ImageNet-style data, and in-memory data resized (the authors' CIFAR-10 protocol at 224),
+  go image by image through timm's ``create_transform`` (RandomResizedCrop, RandAugment, random erasing,
+  bicubic) in a DataLoader with workers; repeated augmentation uses timm's ``RepeatAugSampler``.
+
+Both shard the training data over DDP ranks, and both can start an epoch part-way for a resume. The
+evaluation set is split into disjoint slices ``rank::world_size`` so that summed counts are exact.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset
+
+SYNTHETIC = "synthetic"
+
+
+@dataclass
+class DataFacts:
+    """What the loop and the model need to know about a data set."""
+
+    name: str
+    num_classes: int
+    image_size: int
+    channels: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    classes: list[str]
+
+
+def _data_module():
+    from spikemlp import data
+
+    return data
+
+
+def data_names() -> list[str]:
+    return sorted(_data_module().DATASET_INFO) + [SYNTHETIC]
+
+
+def synthetic_split(split: str, size: int, num_classes: int = 10, image_size: int = 32, channels: int = 3):
+    """A small learnable data set made on the fly: each class is a fixed random smooth pattern, each image
+    that pattern plus noise. The same for every call (fixed seed), so runs and processes agree."""
+    from spikemlp.data import InMemorySplit
+
+    g = torch.Generator().manual_seed(1234)
+    coarse = torch.rand(num_classes, channels, 2, 2, generator=g)
+    protos = torch.nn.functional.interpolate(coarse, size=(image_size, image_size), mode="bilinear")
+    n = size if split == "train" else max(num_classes, size // 4)
+    g.manual_seed(1235 if split == "train" else 1236)
+    labels = torch.arange(n) % num_classes
+    labels = labels[torch.randperm(n, generator=g)]
+    images = torch.empty(n, channels, image_size, image_size, dtype=torch.uint8)
+    for lo in range(0, n, 1024):  # in chunks: at 224 x 224 a float copy of the whole set would be large
+        hi = min(n, lo + 1024)
+        noise = torch.randn(hi - lo, channels, image_size, image_size, generator=g) * 0.25
+        images[lo:hi] = (
+            ((protos[labels[lo:hi]] * 0.8 + 0.1 + noise).clamp(0, 1) * 255).round().to(torch.uint8)
+        )
+    return InMemorySplit(
+        images=images,
+        labels=labels.to(torch.int64),
+        classes=[f"class_{i}" for i in range(num_classes)],
+        name=SYNTHETIC,
+        split=split,
+    )
+
+
+def facts(name: str, image_size: int | None = None) -> DataFacts:
+    """Facts about ``name``; an unknown name is one error listing the known ones."""
+    if name == SYNTHETIC:
+        size = image_size or 32
+        return DataFacts(
+            SYNTHETIC, 10, size, 3, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), [f"class_{i}" for i in range(10)]
+        )
+    info_table = _data_module().DATASET_INFO
+    if name not in info_table:
+        import difflib
+
+        close = difflib.get_close_matches(name, data_names(), n=3)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise ValueError(f"unknown data set '{name}'.{hint} Known data sets: {', '.join(data_names())}")
+    info = info_table[name]
+    return DataFacts(
+        name, info.num_classes, info.image_size, info.channels, tuple(info.mean), tuple(info.std), []
+    )
+
+
+def load(
+    name: str, split: str, data_dir: str | None, synthetic_size: int = 1024, image_size: int | None = None
+):
+    """The data layer's split (``InMemorySplit`` or a Dataset of ``(image, label)``), or the synthetic set."""
+    if name == SYNTHETIC:
+        return synthetic_split(split, synthetic_size, image_size=image_size or 32)
+    return _data_module().load_split(name, split, data_dir=data_dir)
+
+
+def is_in_memory(split: Any) -> bool:
+    return hasattr(split, "images") and hasattr(split, "labels") and isinstance(split.images, torch.Tensor)
+
+
+def class_names(split: Any, num_classes: int) -> list[str]:
+    names = getattr(split, "classes", None)
+    if names is None and hasattr(split, "dataset"):
+        names = getattr(split.dataset, "classes", None)
+    return list(names) if names and len(names) == num_classes else [str(i) for i in range(num_classes)]
+
+
+def choose_pipeline(
+    requested: str, train_split: Any, native_size: int, img_size: int | None, auto_augment
+) -> str:
+    if requested != "auto":
+        if requested == "tensor":
+            if not is_in_memory(train_split):
+                raise ValueError(
+                    "pipeline 'tensor' needs an in-memory data set (CIFAR, MNIST); use --pipeline timm for "
+                    "ImageNet-style folders"
+                )
+            if img_size not in (None, native_size):
+                raise ValueError(
+                    f"pipeline 'tensor' trains at the data's native size {native_size}, but img_size is "
+                    f"{img_size}; use --pipeline timm to resize (the authors' CIFAR protocol at 224 does)"
+                )
+        return requested
+    if is_in_memory(train_split) and img_size in (None, native_size) and not auto_augment:
+        return "tensor"
+    return "timm"
+
+
+class InMemoryImages(Dataset):
+    """An ``InMemorySplit`` seen image by image as PIL images, for the per-image timm transforms."""
+
+    def __init__(self, split, transform=None) -> None:
+        self.split = split
+        self.transform = transform
+        self.classes = list(split.classes)
+
+    def __len__(self) -> int:
+        return len(self.split.labels)
+
+    def __getitem__(self, i: int):
+        from PIL import Image
+
+        img = self.split.images[i]
+        arr = img[0].numpy() if img.shape[0] == 1 else img.permute(1, 2, 0).numpy()
+        pil = Image.fromarray(arr, mode="L" if img.shape[0] == 1 else "RGB")
+        return (self.transform(pil) if self.transform else pil), int(self.split.labels[i])
+
+
+class Transformed(Dataset):
+    """A Dataset of ``(image, label)`` with a transform applied to the image."""
+
+    def __init__(self, base: Dataset, transform) -> None:
+        self.base = base
+        self.transform = transform
+        self.classes = getattr(base, "classes", None)
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i: int):
+        img, label = self.base[i]
+        if isinstance(img, torch.Tensor):
+            from torchvision.transforms.functional import to_pil_image
+
+            img = to_pil_image(img)
+        if getattr(img, "mode", "RGB") not in ("RGB", "L"):
+            img = img.convert("RGB")
+        return self.transform(img), int(label)
+
+
+class _OffsetSampler(Sampler):
+    """Yields the wrapped sampler's indices from ``start`` on (a resumed epoch skips what it has seen)."""
+
+    def __init__(self, sampler: Sampler) -> None:
+        self.sampler = sampler
+        self.start = 0
+
+    def __iter__(self):
+        for i, idx in enumerate(self.sampler):
+            if i >= self.start:
+                yield idx
+
+    def __len__(self) -> int:
+        return max(0, len(self.sampler) - self.start)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+
+
+class TimmTrainLoader:
+    """Per-image timm augmentation in a DataLoader; ``set_epoch`` reshuffles, ``skip`` resumes mid-epoch."""
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        batch_size: int,
+        workers: int,
+        seed: int,
+        rank: int,
+        world_size: int,
+        repeated_aug: int,
+        pin_memory: bool,
+    ) -> None:
+        if repeated_aug > 1:
+            from timm.data.distributed_sampler import RepeatAugSampler
+
+            base = RepeatAugSampler(
+                dataset, num_replicas=world_size, rank=rank, shuffle=True, num_repeats=repeated_aug
+            )
+        else:
+            base = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed)
+        self.sampler = _OffsetSampler(base)
+        self.seed = seed
+        # Worker seeds come from this generator, re-seeded per epoch: augmentation then depends on
+        # (seed, epoch), not on how much of the global random stream the run has used.
+        self.generator = torch.Generator()
+        self.batch_size = batch_size
+        self.full_batches = len(base) // batch_size
+        self.loader = DataLoader(
+            dataset,
+            batch_size=batch_size,
+            sampler=self.sampler,
+            num_workers=workers,
+            pin_memory=pin_memory,
+            drop_last=True,
+            persistent_workers=False,
+            generator=self.generator,
+        )
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.start = 0
+        self.sampler.set_epoch(epoch)
+        self.generator.manual_seed(self.seed * 1_000_003 + epoch)
+
+    def skip(self, batches: int) -> None:
+        self.sampler.start = batches * self.batch_size
+
+    def __len__(self) -> int:
+        return self.full_batches
+
+    def __iter__(self):
+        return iter(self.loader)
+
+
+class TensorTrainLoader:
+    """The data layer's ``TensorBatchLoader`` with a resume offset (batches before it are drawn and dropped,
+    so the loader's random stream stays exactly where an uninterrupted epoch would have it)."""
+
+    def __init__(self, inner, random_erasing=None) -> None:
+        self.inner = inner
+        self.random_erasing = random_erasing
+        self._skip = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self._skip = 0
+        self.inner.set_epoch(epoch)
+
+    def skip(self, batches: int) -> None:
+        self._skip = batches
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def __iter__(self):
+        for i, (x, y) in enumerate(self.inner):
+            if i < self._skip:
+                continue
+            if self.random_erasing is not None:
+                x = self.random_erasing(x)
+            yield x, y
+
+
+def build_train_loader(cfg, split, facts_: DataFacts, pipeline: str, rank: int, world_size: int, device):
+    if pipeline == "tensor":
+        from spikemlp.data import TensorBatchLoader
+
+        inner = TensorBatchLoader(
+            split,
+            batch_size=cfg.batch_size,
+            shuffle=True,
+            augment=cfg.crop_padding > 0 or cfg.hflip > 0,
+            crop_padding=cfg.crop_padding,
+            flip=cfg.hflip > 0,
+            mean=facts_.mean,
+            std=facts_.std,
+            device=device,
+            drop_last=True,
+            seed=cfg.seed,
+            rank=rank,
+            world_size=world_size,
+        )
+        erasing = None
+        if cfg.reprob > 0:
+            from timm.data.random_erasing import RandomErasing
+
+            erasing = RandomErasing(cfg.reprob, mode=cfg.remode, max_count=cfg.recount, device=str(device))
+        return TensorTrainLoader(inner, erasing)
+    from timm.data import create_transform
+
+    transform = create_transform(
+        input_size=(facts_.channels, cfg.img_size or facts_.image_size, cfg.img_size or facts_.image_size),
+        is_training=True,
+        scale=tuple(cfg.scale),
+        ratio=tuple(cfg.ratio),
+        hflip=cfg.hflip,
+        color_jitter=cfg.color_jitter,
+        auto_augment=cfg.auto_augment,
+        interpolation=cfg.interpolation,
+        mean=facts_.mean,
+        std=facts_.std,
+        re_prob=cfg.reprob,
+        re_mode=cfg.remode,
+        re_count=cfg.recount,
+    )
+    dataset = InMemoryImages(split, transform) if is_in_memory(split) else Transformed(split, transform)
+    return TimmTrainLoader(
+        dataset,
+        cfg.batch_size,
+        cfg.workers,
+        cfg.seed,
+        rank,
+        world_size,
+        cfg.repeated_aug,
+        pin_memory=torch.device(device).type == "cuda",
+    )
+
+
+def eval_transform(cfg, facts_: DataFacts, size: int):
+    from timm.data import create_transform
+
+    return create_transform(
+        input_size=(facts_.channels, size, size),
+        is_training=False,
+        interpolation=cfg.interpolation if cfg.interpolation != "random" else "bicubic",
+        mean=facts_.mean,
+        std=facts_.std,
+        crop_pct=cfg.crop_pct,
+    )
+
+
+def build_eval_loader(cfg, split, facts_: DataFacts, pipeline: str, rank: int, world_size: int, device):
+    """Batches of this rank's slice ``rank::world_size`` of the evaluation split, in order, unaugmented."""
+    batch = cfg.eval_batch_size or 2 * cfg.batch_size
+    if pipeline == "tensor":
+        from spikemlp.data import InMemorySplit, TensorBatchLoader
+
+        if world_size > 1:
+            split = InMemorySplit(
+                images=split.images[rank::world_size],
+                labels=split.labels[rank::world_size],
+                classes=split.classes,
+                name=split.name,
+                split=split.split,
+            )
+        return TensorBatchLoader(
+            split,
+            batch_size=batch,
+            shuffle=False,
+            augment=False,
+            mean=facts_.mean,
+            std=facts_.std,
+            device=device,
+            drop_last=False,
+            seed=0,
+        )
+    size = cfg.img_size or facts_.image_size
+    transform = eval_transform(cfg, facts_, size)
+    dataset = InMemoryImages(split, transform) if is_in_memory(split) else Transformed(split, transform)
+    if world_size > 1:
+        dataset = Subset(dataset, list(range(rank, len(dataset), world_size)))
+    return DataLoader(
+        dataset,
+        batch_size=batch,
+        shuffle=False,
+        num_workers=cfg.workers,
+        pin_memory=torch.device(device).type == "cuda",
+    )

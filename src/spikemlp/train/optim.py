@@ -1,0 +1,153 @@
+"""Optimizer parameter groups and the learning-rate schedule of a training run.
+
+Groups: parameters with weight decay; optionally biases and norm parameters without it (the usual
+exclusion, ``wd_exclude_bias_norm``); and, for SNN-MLP, the LIF ``tau`` and ``V_th`` scalars in a group
+of their own (SPEC 2.4: lr 1e-4, no weight decay, frozen during the first epoch). The optimizer itself
+comes from timm (``create_optimizer_v2``: sgd, adamw, lamb, ...); the schedule is timm's cosine with
+linear warm-up, stepped per optimizer update so that short runs and time budgets get a smooth curve.
+"""
+
+from __future__ import annotations
+
+import re
+
+import torch
+from torch import nn
+
+# SNN-MLP names its group-LIF scalars `tau` and `Vth` (SPEC 2.5); accept the other common spellings.
+_LIF_SCALAR = re.compile(r"(^|\.)(tau|Vth|v_th|v_threshold)$")
+
+
+def lif_parameter_names(model: nn.Module) -> set[str]:
+    """Names of the trainable LIF time constants and thresholds (SNN-MLP's group LIF).
+
+    Uses the model's own ``lif_parameters()`` helper when it has one (a list of names, or of
+    ``(name, parameter)`` pairs, or of parameters); otherwise matches scalar parameters named tau / Vth.
+    """
+    named = dict(model.named_parameters())
+    helper = getattr(model, "lif_parameters", None) or getattr(model, "lif_parameter_names", None)
+    if callable(helper):
+        found = set()
+        by_id = {id(p): n for n, p in named.items()}
+        for item in helper():
+            if isinstance(item, str):
+                found.add(item)
+            elif isinstance(item, tuple):
+                found.add(item[0])
+            elif id(item) in by_id:
+                found.add(by_id[id(item)])
+        return found
+    return {n for n, p in named.items() if _LIF_SCALAR.search(n) and p.numel() == 1}
+
+
+def param_groups(model: nn.Module, cfg, lr: float) -> list[dict]:
+    """Parameter groups for ``model`` under ``cfg`` (see the module docstring). Each group has a ``name``."""
+    lif = lif_parameter_names(model)
+    no_wd_names = set(getattr(model, "no_weight_decay", lambda: set())())
+    decay, no_decay, lif_params = [], [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if name in lif:
+            lif_params.append(p)
+        elif cfg.wd_exclude_bias_norm and (p.ndim <= 1 or name.endswith(".bias") or name in no_wd_names):
+            no_decay.append(p)
+        else:
+            decay.append(p)
+    groups = [{"name": "decay", "params": decay, "weight_decay": cfg.weight_decay, "lr": lr}]
+    if no_decay:
+        groups.append({"name": "no_decay", "params": no_decay, "weight_decay": 0.0, "lr": lr})
+    if lif_params:
+        groups.append(
+            {"name": "lif", "params": lif_params, "weight_decay": cfg.lif_weight_decay, "lr": cfg.lif_lr}
+        )
+    return [g for g in groups if g["params"]]
+
+
+def scaled_lr(cfg, global_batch: int) -> tuple[float, float, float]:
+    """(lr, warmup_lr, min_lr), scaled linearly with the global batch when ``lr_base_batch`` is set."""
+    scale = global_batch / cfg.lr_base_batch if cfg.lr_base_batch > 0 else 1.0
+    return cfg.lr * scale, cfg.warmup_lr * scale, cfg.min_lr * scale
+
+
+def build_optimizer(model: nn.Module, cfg, global_batch: int) -> torch.optim.Optimizer:
+    from timm.optim import create_optimizer_v2, list_optimizers
+
+    lr, _, _ = scaled_lr(cfg, global_batch)
+    groups = param_groups(model, cfg, lr)
+    # "sgd" is plain SGD with momentum (torch.optim.SGD), as papers mean it; timm's "sgd" is Nesterov's
+    # variant, available here as "nesterov".
+    name = "momentum" if cfg.opt.lower() == "sgd" else cfg.opt.lower()
+    if name not in list_optimizers():
+        import difflib
+
+        close = difflib.get_close_matches(name, list_optimizers(), n=3)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise ValueError(f"unknown optimizer '{cfg.opt}'.{hint} Common choices: sgd, nesterov, adamw, lamb")
+    kwargs = {"momentum": cfg.momentum} if name in ("momentum", "nesterov") else {}
+    return create_optimizer_v2(groups, opt=name, lr=lr, weight_decay=cfg.weight_decay, **kwargs)
+
+
+def build_scheduler(optimizer, cfg, global_batch: int, total_steps: int, warmup_steps: int):
+    """Cosine from the base lr to ``min_lr`` over ``total_steps`` updates, after a linear warm-up."""
+    from timm.scheduler import CosineLRScheduler
+
+    _, warmup_lr, min_lr = scaled_lr(cfg, global_batch)
+    warmup_steps = min(warmup_steps, max(0, total_steps - 1))
+    return CosineLRScheduler(
+        optimizer,
+        t_initial=max(1, total_steps - warmup_steps),
+        lr_min=min_lr,
+        warmup_t=warmup_steps,
+        warmup_lr_init=warmup_lr,
+        warmup_prefix=True,
+        t_in_epochs=False,
+    )
+
+
+class ScheduleClock:
+    """Maps optimizer steps to the scheduler's time axis, so that the time budget can move the end of the
+    schedule without a jump in the learning rate.
+
+    The scheduler is built for ``total_steps``; at first the clock is the step count itself. ``refit``
+    (after warm-up) makes the rest of the schedule, from the current point, last until ``new_total``:
+    the clock keeps its value now and runs faster or slower from here on.
+    """
+
+    def __init__(self, warmup_steps: int, total_steps: int) -> None:
+        self.warmup = int(warmup_steps)
+        self.end = float(total_steps)  # the scheduler's own end, fixed
+        self.total_steps = int(total_steps)
+        self.anchor_step = float(self.warmup)
+        self.anchor_value = float(self.warmup)
+        self.slope = 1.0
+
+    def __call__(self, step: int) -> float:
+        if step <= self.warmup:
+            return float(step)
+        return min(self.end, self.anchor_value + (step - self.anchor_step) * self.slope)
+
+    def refit(self, step: int, new_total: int) -> None:
+        anchor = float(max(step, self.warmup))
+        value = self(int(anchor)) if anchor == int(anchor) else self.anchor_value
+        self.anchor_step, self.anchor_value = anchor, value
+        self.slope = (self.end - value) / (new_total - anchor) if new_total > anchor else float("inf")
+        self.total_steps = int(new_total)
+
+    def state_dict(self) -> dict[str, float]:
+        return {
+            "warmup": self.warmup,
+            "end": self.end,
+            "total_steps": self.total_steps,
+            "anchor_step": self.anchor_step,
+            "anchor_value": self.anchor_value,
+            "slope": self.slope,
+        }
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        self.warmup = int(state["warmup"])
+        self.end = float(state["end"])
+        self.total_steps = int(state["total_steps"])
+        self.anchor_step = float(state["anchor_step"])
+        self.anchor_value = float(state["anchor_value"])
+        self.slope = float(state["slope"])

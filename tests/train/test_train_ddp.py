@@ -1,0 +1,81 @@
+"""Data parallelism through torchrun: 2 CPU processes (gloo) keep identical weights, and with SyncBatchNorm in
+float64 they match a single process that sees the same global batch."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+import train_tiny_models  # noqa: F401  (registers train_tiny_snn in this process)
+import yaml
+from safetensors.torch import load_file
+
+from spikemlp.train import load_config, train
+
+HERE = Path(__file__).resolve().parent
+GLOBAL_BATCH = 64
+# One optimizer step per epoch over the whole (tiny) training set: the single process's batch and the
+# union of the two ranks' halves are then the same images, whatever order each loader draws them in.
+RECIPE = dict(
+    model="train_tiny_snn",
+    T=2,
+    img_size=8,
+    data="synthetic",
+    synthetic_size=GLOBAL_BATCH,
+    epochs=4,
+    opt="sgd",
+    lr=0.2,
+    momentum=0.9,
+    weight_decay=1e-3,
+    crop_padding=0,
+    hflip=0.0,
+    sync_bn=True,
+    dtype="float64",
+    threads=1,
+    progress=False,
+)
+
+
+def test_two_ranks_agree_and_match_one_process_with_the_same_global_batch(tmp_path):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump({**RECIPE, "batch_size": GLOBAL_BATCH // 2}))
+    dump = tmp_path / "dump"
+    env = {**os.environ, "SPIKEMLP_TEST_DUMP": str(dump), "OMP_NUM_THREADS": "1"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        str(HERE / "run_train.py"),
+        "train",
+        "-c",
+        str(recipe),
+        "--out",
+        str(tmp_path / "ddp"),
+    ]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "2 process(es)" in done.stdout and done.stdout.count("spikemlp train:") == 1  # rank 0 logs alone
+
+    rank0, rank1 = load_file(str(dump / "rank0.safetensors")), load_file(str(dump / "rank1.safetensors"))
+    single = train(load_config(recipe, {"batch_size": GLOBAL_BATCH}), tmp_path / "single")
+    assert single.summary["world_size"] == 1 and single.summary["steps"] == 4
+    reference = single.model.state_dict()
+    assert not torch.equal(
+        reference["conv.weight"], rank0["conv.weight"].new_zeros(()).expand_as(rank0["conv.weight"])
+    )
+    for k, v in rank0.items():
+        key = k.removeprefix("module.")
+        assert torch.equal(v, rank1[k]), f"{k} differs between ranks"
+        torch.testing.assert_close(
+            v, reference[key], rtol=1e-9, atol=1e-12, msg=f"{k}: DDP != single process"
+        )
+    ddp = json.loads((tmp_path / "ddp" / "summary.json").read_text())
+    assert ddp["world_size"] == 2 and ddp["global_batch"] == GLOBAL_BATCH
+    assert ddp["top1"] == single.summary["top1"] and ddp["test_images"] == single.summary["test_images"]
+    assert not (tmp_path / "ddp" / "rank1").exists()

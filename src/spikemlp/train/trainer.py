@@ -365,8 +365,10 @@ def _train(cfg: TrainConfig, run_dir: Path, resume: bool, info: DistInfo) -> Tra
         c = state["counters"]
         epoch, start_micro, global_step = int(c["epoch"]), int(c["micro"]), int(c["global_step"])
         total_steps = int(c["total_steps"])
-        if cfg.time_budget is None and cfg.epochs * updates_per_epoch != total_steps and global_step < (
-            cfg.epochs * updates_per_epoch
+        if (
+            cfg.time_budget is None
+            and cfg.epochs * updates_per_epoch != total_steps
+            and global_step < (cfg.epochs * updates_per_epoch)
         ):
             # resumed with a new --epochs: the rest of the schedule stretches (or shrinks) to the new end
             total_steps = cfg.epochs * updates_per_epoch

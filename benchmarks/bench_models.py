@@ -1,10 +1,17 @@
-"""MLP-SPE model speed and memory on this machine: forward, training step and peak memory per config.
+"""MLP-SPE model speed and memory on this machine, spikemlp against the SpikingJelly baseline, side by side.
 
-Configs (the issue's starting point for the performance work):
+Configs:
 - ``mlp_spe_t`` at 224 x 224, T = 4, batch 4 (the authors' ImageNet model);
 - the CIFAR-native variants at 32 x 32, T = 4, batch 32.
-For each config and each implementation in ``IMPLEMENTATIONS`` (a dict of builders, so that a second
-implementation, e.g. a SpikingJelly re-implementation, is one more entry), a fresh subprocess measures:
+Implementations (``IMPLEMENTATIONS``): ``spikemlp`` (the library), ``spikingjelly`` (the field's construction,
+benchmarks/baseline_spikingjelly.py) and, on request, ``spikemlp-ckpt`` (the library with activation
+checkpointing). All hold the same weights: the spikemlp model is built from one seed, its BatchNorm affine
+parameters and running statistics are set to fixed non-trivial values (so that neurons fire at 10-55%, as in
+a trained network; at PyTorch's BN initialisation almost no neuron fires), and the baseline loads that state
+dict through the authors' key layout. Before timing, a check (skipped with ``--no-check``) runs both on the
+same images, in eval and in training mode, fp32 and fp64, and reports the largest logit difference.
+
+For each config and implementation a fresh subprocess measures:
 - forward: ``model.eval()`` under ``torch.inference_mode()``, images [B, 3, H, W] -> logits;
 - training step: ``model.train()``, forward + cross-entropy + backward + ``SGD(momentum=0.9).step()``;
 - peak memory: the process's maximum resident set size (``resource.getrusage(...).ru_maxrss``), read
@@ -15,8 +22,10 @@ implementation, e.g. a SpikingJelly re-implementation, is one more entry), a fre
 Times are the best and the median of ``--repeats`` runs after one warm-up run (the best is the figure
 least disturbed by other jobs on a shared machine).
 
-Prints one JSON object and a one-line summary; asserts nothing.
+Prints one JSON object (with ``ratios``: spikemlp over the baseline, per config) and a one-line summary;
+asserts nothing.
 Usage: python benchmarks/bench_models.py [--threads 2] [--repeats 3] [--models mlp_spe_t,...]
+       [--impls spikemlp,spikingjelly] [--no-check]
 """
 
 from __future__ import annotations
@@ -43,16 +52,74 @@ CONFIGS = [
 ]
 
 
+def set_firing_batch_norm(model: nn.Module) -> None:
+    """Fixed BN parameters and buffers under which the neurons fire (10-55% of positions)."""
+    g = torch.Generator().manual_seed(1)
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            n = m.num_features
+            with torch.no_grad():
+                m.weight.copy_(torch.rand(n, generator=g) + 0.5)
+                m.bias.copy_(torch.randn(n, generator=g) * 0.5 + 0.6)
+                m.running_mean.copy_(torch.randn(n, generator=g) * 0.2)
+                m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+
+
 def build_spikemlp(name: str, img_size: int, T: int, num_classes: int) -> nn.Module:
     import spikemlp
 
-    return spikemlp.models.create(name, img_size=img_size, T=T, num_classes=num_classes)
+    torch.manual_seed(0)
+    model = spikemlp.models.create(name, img_size=img_size, T=T, num_classes=num_classes)
+    set_firing_batch_norm(model)
+    return model
+
+
+def build_spikemlp_checkpointed(name: str, img_size: int, T: int, num_classes: int) -> nn.Module:
+    model = build_spikemlp(name, img_size, T, num_classes)
+    model.set_grad_checkpointing(True)
+    return model
+
+
+def build_spikingjelly(name: str, img_size: int, T: int, num_classes: int) -> nn.Module:
+    from baseline_spikingjelly import build_baseline, load_from_spikemlp
+
+    baseline = build_baseline(name, img_size, T, num_classes)
+    source = build_spikemlp(name, img_size, T, num_classes)
+    load_from_spikemlp(baseline, source)
+    del source
+    return baseline
 
 
 # name -> builder(model name, image size, T, classes) returning a module: images [B, 3, H, W] -> logits [B, K]
 IMPLEMENTATIONS: dict[str, Callable[[str, int, int, int], nn.Module]] = {
     "spikemlp": build_spikemlp,
+    "spikingjelly": build_spikingjelly,
+    "spikemlp-ckpt": build_spikemlp_checkpointed,
 }
+DEFAULT_IMPLS = "spikemlp,spikingjelly"
+BASELINE = "spikingjelly"
+
+
+def check_equal_logits(name: str, img_size: int, T: int, batch: int, threads: int) -> dict:
+    """Largest |logit difference| between spikemlp and the baseline, same weights and images."""
+    import copy
+
+    torch.set_num_threads(threads)
+    num_classes = 1000 if img_size >= 224 else 10
+    ours = build_spikemlp(name, img_size, T, num_classes)
+    theirs = build_spikingjelly(name, img_size, T, num_classes)
+    images = torch.randn(batch, 3, img_size, img_size, generator=torch.Generator().manual_seed(2))
+    out = {"model": name, "check_batch": batch}
+    for dtype in (torch.float32, torch.float64):
+        for mode in ("eval", "train"):
+            a = copy.deepcopy(ours).to(dtype).train(mode == "train")
+            b = copy.deepcopy(theirs).to(dtype).train(mode == "train")
+            with torch.no_grad():
+                la, lb = a(images.to(dtype)), b(images.to(dtype))
+            key = f"max_abs_logit_diff_{str(dtype).split('.')[-1]}_{mode}"
+            out[key] = (la - lb).abs().max().item()
+            out[f"max_abs_logit_{str(dtype).split('.')[-1]}_{mode}"] = la.abs().max().item()
+    return out
 
 
 def _rss_mb() -> float:
@@ -77,11 +144,11 @@ def _timed(fn, repeats: int) -> tuple[float, float]:
 
 def worker(impl: str, name: str, img_size: int, T: int, batch: int, repeats: int, threads: int) -> dict:
     torch.set_num_threads(threads)
-    torch.manual_seed(0)
     num_classes = 1000 if img_size >= 224 else 10
     model = IMPLEMENTATIONS[impl](name, img_size, T, num_classes)
-    images = torch.randn(batch, 3, img_size, img_size)
-    labels = torch.randint(0, num_classes, (batch,))
+    g = torch.Generator().manual_seed(3)
+    images = torch.randn(batch, 3, img_size, img_size, generator=g)
+    labels = torch.randint(0, num_classes, (batch,), generator=g)
     base = _rss_mb()
 
     model.eval()
@@ -125,14 +192,48 @@ def worker(impl: str, name: str, img_size: int, T: int, batch: int, repeats: int
     }
 
 
+def _subprocess(args: list[str]) -> dict:
+    out = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        return {"error": out.stderr.strip().splitlines()[-1:]}
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def ratios(results: list[dict]) -> list[dict]:
+    """Per config and implementation: its speed and peak memory relative to the baseline's."""
+    base = {r["model"]: r for r in results if r.get("impl") == BASELINE and "error" not in r}
+    rows = []
+    for r in results:
+        b = base.get(r.get("model"))
+        if b is None or r.get("impl") == BASELINE or "error" in r:
+            continue
+        rows.append(
+            {
+                "impl": r["impl"],
+                "model": r["model"],
+                "train_speedup": r["train_images_per_s"] / b["train_images_per_s"],
+                "inference_speedup": r["forward_images_per_s"] / b["forward_images_per_s"],
+                "train_peak_memory_ratio": r["peak_train_over_build_mb"] / b["peak_train_over_build_mb"],
+                "forward_peak_memory_ratio": r["peak_forward_over_build_mb"]
+                / b["peak_forward_over_build_mb"],
+            }
+        )
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2, help="torch threads per run")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--models", default=",".join(c[0] for c in CONFIGS), help="comma-separated subset")
-    parser.add_argument("--impls", default=",".join(IMPLEMENTATIONS), help="comma-separated subset")
+    parser.add_argument("--impls", default=DEFAULT_IMPLS, help=f"comma-separated, of {list(IMPLEMENTATIONS)}")
+    parser.add_argument("--no-check", action="store_true", help="skip the equal-logits check")
+    parser.add_argument("--check-batch", type=int, default=2, help="batch of the equal-logits check")
     parser.add_argument(
         "--worker", nargs=5, metavar=("IMPL", "MODEL", "IMG", "T", "BATCH"), help=argparse.SUPPRESS
+    )
+    parser.add_argument(
+        "--check-worker", nargs=4, metavar=("MODEL", "IMG", "T", "BATCH"), help=argparse.SUPPRESS
     )
     args = parser.parse_args()
 
@@ -140,21 +241,27 @@ def main() -> None:
         impl, name, img, T, batch = args.worker
         print(json.dumps(worker(impl, name, int(img), int(T), int(batch), args.repeats, args.threads)))
         return
+    if args.check_worker:
+        name, img, T, batch = args.check_worker
+        print(json.dumps(check_equal_logits(name, int(img), int(T), int(batch), args.threads)))
+        return
 
     wanted = set(args.models.split(","))
-    results = []
+    impls = args.impls.split(",")
+    results, checks = [], []
     load_before = os.getloadavg()[0]
-    for impl in args.impls.split(","):
-        for name, img, T, batch in CONFIGS:
-            if name not in wanted:
-                continue
-            cmd = [sys.executable, __file__, "--threads", str(args.threads), "--repeats", str(args.repeats)]
-            cmd += ["--worker", impl, name, str(img), str(T), str(batch)]
-            out = subprocess.run(cmd, capture_output=True, text=True, check=False)
-            if out.returncode != 0:
-                results.append({"impl": impl, "model": name, "error": out.stderr.strip().splitlines()[-1:]})
-                continue
-            results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    for name, img, T, batch in CONFIGS:
+        if name not in wanted:
+            continue
+        common = ["--threads", str(args.threads), "--repeats", str(args.repeats)]
+        if not args.no_check and BASELINE in impls:
+            checks.append(
+                _subprocess(common + ["--check-worker", name, str(img), str(T), str(args.check_batch)])
+            )
+        # Implementations of one config run one after the other, so that they share the same background load.
+        for impl in impls:
+            r = _subprocess(common + ["--worker", impl, name, str(img), str(T), str(batch)])
+            results.append({"impl": impl, "model": name, **r} if "error" in r else r)
     report = {
         "benchmark": "models",
         "machine": f"{platform.machine()} {os.cpu_count()}-core CPU, {platform.system()}",
@@ -163,7 +270,9 @@ def main() -> None:
         "repeats": args.repeats,
         "load_average_1min_before": load_before,
         "load_average_1min_after": os.getloadavg()[0],
+        "equal_logits_check": checks,
         "results": results,
+        "ratios": ratios(results),
     }
     print(json.dumps(report, indent=2))
     summary = "; ".join(
@@ -173,6 +282,11 @@ def main() -> None:
         if "error" not in r
     )
     print(f"models ({args.threads} threads): {summary}")
+    for r in report["ratios"]:
+        print(
+            f"{r['impl']} / {BASELINE}, {r['model']}: train {r['train_speedup']:.2f}x, inference "
+            f"{r['inference_speedup']:.2f}x, train peak memory {r['train_peak_memory_ratio']:.2f}x"
+        )
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ clear errors; and the dense MAC count cross-checked against fvcore."""
 from __future__ import annotations
 
 import json
+import os
 import warnings
 
 import pytest
@@ -18,6 +19,10 @@ from spikemlp.cli import main
 def _check_outputs(out, report):
     for name in REPORT_FILES + PLOT_FILES:
         assert (out / name).is_file(), name
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in REPORT_FILES:  # written atomically through a private temporary file, then opened up
+        assert (out / name).stat().st_mode & 0o777 == 0o666 & ~umask, name
     for name in PLOT_FILES:
         with Image.open(out / name) as img:
             img.verify()

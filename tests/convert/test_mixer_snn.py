@@ -7,6 +7,8 @@ using spikemlp's converter.
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -162,6 +164,9 @@ def test_cli_convert_both_ways(tmp_path, wrap, capsys):
     again = torch.load(back, weights_only=True)
     assert set(again) == set(theirs) and all(torch.equal(again[k], theirs[k]) for k in theirs)
     assert not list(tmp_path.glob("*.tmp"))  # atomic writes leave no temporary files
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == back.stat().st_mode & 0o777 == 0o666 & ~umask  # not private
 
 
 class _NotATensor:

@@ -184,6 +184,19 @@ def test_download_without_internet_says_so(tmp_path, places, monkeypatch, failur
     assert not list((tmp_path / "d").glob("*.part"))
 
 
+def test_failed_idx_download_leaves_no_empty_folder(tmp_path, places, monkeypatch):
+    def offline(url, timeout=None):
+        raise urllib.error.URLError(socket.gaierror(-2, "Name or service not known"))
+
+    monkeypatch.setattr(dl, "_urlopen", offline)
+    with pytest.raises(DataError, match=r"could not download train-images-idx3-ubyte.gz; .*no internet"):
+        dl.download("mnist", tmp_path / "d")
+    # An empty mnist/ would make the next search report an "incomplete" folder instead of "not found".
+    assert not (tmp_path / "d" / "mnist").exists()
+    with pytest.raises(DataError, match="mnist not found"):
+        find_data_dir("mnist", tmp_path / "d")
+
+
 def test_download_corrupt_archive_and_imagenet(tmp_path, places, monkeypatch):
     url = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
     monkeypatch.setattr(dl, "_urlopen", _Opener({url: b"<html>captive portal</html>"}))

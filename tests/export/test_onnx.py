@@ -65,3 +65,91 @@ def test_cli_reports_a_missing_checkpoint(tmp_path, capsys):
 def test_cli_reports_an_unknown_model(tmp_path, capsys):
     assert main(["export", "onnx", "snn_mlp_tt", str(tmp_path / "m.onnx")]) == 2
     assert "did you mean" in capsys.readouterr().err
+
+
+def _lively_mlp_spe() -> torch.nn.Module:
+    # Random BN statistics and affine parameters, so that spikes reach every stage and the head.
+    model = timm.create_model("mlp_spe_xt_cifar", embed_dim=6, depths=(1, 1, 1, 1), T=2)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for bn in model.modules():
+            if isinstance(bn, torch.nn.modules.batchnorm._BatchNorm):
+                n = bn.num_features
+                bn.running_mean.copy_(torch.rand(n, generator=g) - 0.5)
+                bn.running_var.copy_(torch.rand(n, generator=g) * 1.5 + 0.2)
+                bn.weight.copy_(torch.rand(n, generator=g) * 2 + 0.5)
+                bn.bias.copy_(torch.rand(n, generator=g) * 1.2 - 0.2)
+    return model.eval()
+
+
+def test_mlp_spe_exports_its_neurons_not_a_constant(tmp_path):
+    from spikemlp.neurons import LIF
+
+    model = _lively_mlp_spe()
+    backends = [m.backend for m in model.modules() if isinstance(m, LIF)]
+    path = tmp_path / "mlp_spe.onnx"
+    summary = export_onnx(model, path, batch_size=4)
+    assert summary["input_shape"] == [4, 3, 32, 32] and not summary["dynamic_batch"]
+    assert [m.backend for m in model.modules() if isinstance(m, LIF)] == backends  # restored
+    # Images other than the traced ones: a graph with the fused kernel baked in as a constant would fail.
+    images = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        expected = model(images)
+    assert expected.std(0).max() > 1e-3  # the logits depend on the image
+    assert (_run(path, images) - expected).abs().max().item() <= 1e-4
+
+
+def test_mlp_spe_with_a_dynamic_batch_is_refused_with_advice(tmp_path):
+    # The check runs a batch of 2 through a graph traced on 1 image: MLP-SPE's reshapes fix the batch.
+    with pytest.raises(ValueError, match=r"fixed the batch size while tracing: .*--batch-size N"):
+        export_onnx(_lively_mlp_spe(), tmp_path / "dynamic.onnx")
+
+
+class _Opaque(torch.nn.Module):
+    """A model whose work happens outside torch, so the tracer records its output as a constant."""
+
+    def forward(self, images):
+        return torch.from_numpy(images.numpy().reshape(len(images), -1)[:, :10].copy())
+
+
+def test_a_graph_that_ignores_its_input_is_refused(tmp_path):
+    model = _Opaque()
+    model.pretrained_cfg = {"input_size": (3, 8, 8)}
+    with pytest.raises(ValueError, match="ignores its input"):
+        export_onnx(model, tmp_path / "opaque.onnx", check=False)
+    assert not (tmp_path / "opaque.onnx").exists()
+
+
+def test_cli_exports_a_training_run_with_its_own_configuration(tmp_path, capsys):
+    from spikemlp.train import checkpoint as ckpt
+    from spikemlp.train.config import from_dict
+    from spikemlp.train.trainer import build_model, model_metadata
+
+    cfg = from_dict(
+        {
+            "model": "mlp_spe_xt_cifar",
+            "data": "synthetic",
+            "T": 2,
+            "model_kwargs": {"embed_dim": 6, "depths": [1, 1, 1, 1]},
+        }
+    )
+    model = build_model(cfg, 10)
+    lively = _lively_mlp_spe()
+    model.load_state_dict(lively.state_dict())
+    ckpt.save_checkpoint(
+        tmp_path / "run" / "best",
+        ckpt.plain_state_dict(model),
+        model_metadata(cfg, 10, [f"class_{i}" for i in range(10)]),
+    )
+    out = tmp_path / "run.onnx"
+    argv = ["export", "onnx", "mlp_spe_xt_cifar", str(out), "--checkpoint", str(tmp_path / "run")]
+    assert main(argv + ["--batch-size", "3"]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[0])["max_abs_diff"] <= 1e-4
+    images = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        expected = lively(images)
+    assert (_run(out, images) - expected).abs().max().item() <= 1e-4  # the run's width, depths and T
+
+    argv[2] = "mlp_spe_t_cifar"
+    assert main(argv + ["--batch-size", "3"]) == 2
+    assert "holds a mlp_spe_xt_cifar model, not mlp_spe_t_cifar" in capsys.readouterr().err

@@ -56,3 +56,16 @@ def test_stem_is_computed_once_and_repeated_over_time():
         ref.var((0, 2, 3), unbiased=False, keepdim=True) + 1e-5
     )
     torch.testing.assert_close(h[2], ref)
+
+
+def test_a_synchronised_bn_in_place_of_the_stems_works():
+    # --sync-bn swaps every BatchNorm for one that takes no ``repeats``; the stem must still run, with the
+    # same output (the batch statistics of one copy equal those of the T copies).
+    from spikemlp.train.sync_batchnorm import DistributedBatchNorm, convert_sync_batchnorm
+
+    stem = PatchStem(3, 6, 4).double()
+    images = torch.randn(2, 3, 16, 16, dtype=torch.float64)
+    expected = stem(images, T)
+    synced = convert_sync_batchnorm(stem)
+    assert isinstance(synced.bn, DistributedBatchNorm)
+    torch.testing.assert_close(synced(images, T), expected)

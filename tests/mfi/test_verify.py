@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from spikemlp.mfi import NonBinaryLayer, fold, verify
+from spikemlp.mfi.verify import summarise
 
 
 def test_mlp_spe_lists_only_the_encoding_conv_and_the_readout(make_lively):
@@ -44,6 +45,13 @@ def test_snn_mlp_is_reported_non_mfi_with_every_layer():
     assert [f.name for f in found] == synaptic
     assert found[0].role == "encoding" and found[-1].role == "readout"
     assert {f.role for f in found[1:-1]} == {"real-valued"}
+    verdict = summarise(found, len(synaptic))
+    assert not verdict["is_mfi"]
+    n = len(synaptic)
+    assert verdict["summary"] == (
+        f"Not multiplication-free: {n - 2} of {n} synaptic layers receive real-valued input (besides "
+        f"{found[0].name} (encoding), {found[-1].name} (readout)) and cost MACs."
+    )
 
 
 def test_verify_rejects_bad_images(make_lively):

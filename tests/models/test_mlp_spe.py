@@ -339,3 +339,38 @@ def test_unknown_variant_lists_close_matches():
         spikemlp.models.create("mlp_spe_tt")
     with pytest.raises(ValueError, match="did you mean .*mlp_spe_t_cifar"):
         spikemlp.models.create("mlp_spe_cifar_t")
+
+
+@pytest.mark.parametrize("recompute", [True, False])
+def test_training_memory_savings_change_nothing(monkeypatch, recompute):
+    """Fused BN + LIF, bool-saved spikes and recomputed projections give the plain path's results."""
+    from spikemlp.neurons import bn_lif
+
+    kw = dict(img_size=16, patch_size=2, embed_dim=6, depths=(1, 2), num_classes=5, T=2)
+    torch.manual_seed(0)
+    fast = MLPSPE(**kw)
+    fast.set_projection_recompute(recompute)
+    _randomize_bn(fast)
+    plain = MLPSPE(**kw)
+    plain.load_state_dict(fast.state_dict())
+    plain.compact_spikes = False
+    x = torch.randn(3, 3, 16, 16)
+    out_fast = fast(x)
+    out_fast.square().sum().backward()
+    with monkeypatch.context() as m:
+        m.setattr(bn_lif, "_fusable", lambda *args: False)
+        out_plain = plain(x)
+        out_plain.square().sum().backward()
+    torch.testing.assert_close(out_fast, out_plain, rtol=0, atol=0)
+    for (n, pa), pb in zip(fast.named_parameters(), plain.parameters()):
+        torch.testing.assert_close(pa.grad, pb.grad, rtol=0, atol=0, msg=n)
+    for (n, ba), bb in zip(fast.named_buffers(), plain.buffers()):
+        torch.testing.assert_close(ba, bb, rtol=0, atol=0, msg=n)
+
+
+def test_projection_recompute_switch():
+    model = spikemlp.models.create("mlp_spe_xt_cifar", T=2)
+    blocks = [m for m in model.modules() if hasattr(m, "recompute_projection")]
+    assert blocks and all(m.recompute_projection for m in blocks)
+    model.set_projection_recompute(False)
+    assert not any(m.recompute_projection for m in blocks)

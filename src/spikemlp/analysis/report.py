@@ -160,6 +160,9 @@ def _atomic_write(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private; reports get the usual permissions
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -110,22 +110,29 @@ def download(
     except DataError:
         pass
     folder = root / info.folders[0]
+    made_folder = not info.downloads[0].archive and not folder.exists()
     try:
         (root if info.downloads[0].archive else folder).mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise DataError(
             f"{root}: cannot create the data directory ({err}); pass a writable --data-dir."
         ) from None
-    for item in info.downloads:
-        if item.archive:
-            archive = root / item.filename
-            if not (archive.is_file() and md5_of(archive) == item.md5):
-                _fetch(item, archive, timeout, log)
-            log(f"unpacking {archive.name} into {root}")
-            _unpack(archive, item.archive, root)
-            archive.unlink()
-        else:
-            target = folder / item.filename
-            if not (target.is_file() and md5_of(target) == item.md5):
-                _fetch(item, target, timeout, log)
+    try:
+        for item in info.downloads:
+            if item.archive:
+                archive = root / item.filename
+                if not (archive.is_file() and md5_of(archive) == item.md5):
+                    _fetch(item, archive, timeout, log)
+                log(f"unpacking {archive.name} into {root}")
+                _unpack(archive, item.archive, root)
+                archive.unlink()
+            else:
+                target = folder / item.filename
+                if not (target.is_file() and md5_of(target) == item.md5):
+                    _fetch(item, target, timeout, log)
+    except DataError:
+        # An empty folder left by a failed first download would later read as an incomplete data set.
+        if made_folder and not any(folder.iterdir()):
+            folder.rmdir()
+        raise
     return find_data_dir(info.name, root)

@@ -2,8 +2,9 @@
 
 ``--checkpoint`` takes a spikemlp checkpoint (a run or checkpoint folder, or a .safetensors file) or a
 PyTorch weights file (.pt/.pth, read with ``weights_only=True``), e.g. the SNN-MLP authors'
-snnmlp_tiny_81.88.pt, whose keys are converted. The number of classes is read off the checkpoint's
-classifier unless ``--num-classes`` is given.
+snnmlp_tiny_81.88.pt, whose keys are converted. A checkpoint written by ``spikemlp train`` carries its
+configuration, so the model is rebuilt as it was trained (width, depths, T, classes, image size); for
+other weights the number of classes is read off the classifier unless ``--num-classes`` is given.
 """
 
 from __future__ import annotations
@@ -58,12 +59,49 @@ def _load_into(model: torch.nn.Module, state_dict: dict, source: Path) -> None:
         raise KeyMismatchError(f"checkpoint {source}", result.missing_keys, result.unexpected_keys)
 
 
+def _training_checkpoint(path: Path) -> Path | None:
+    """The checkpoint folder when ``path`` is a ``spikemlp train`` checkpoint (a run folder means its
+    best/), else None (plain weights, or nothing there: ``_read_checkpoint`` reports that)."""
+    from ..train import checkpoint as ckpt
+
+    if path.is_file() and path.suffix in _TORCH_SUFFIXES:
+        return None
+    if path.is_dir() and not (path / ckpt.MODEL_FILE).exists() and (path / "best").exists():
+        path = path / "best"
+    try:
+        _, meta = ckpt.load_weights(path)
+    except ckpt.CheckpointError:
+        return None
+    return path if "config" in meta else None
+
+
+def _model_from_training_checkpoint(args: argparse.Namespace, path: Path) -> torch.nn.Module:
+    from ..train.trainer import model_from_checkpoint
+
+    model, cfg, _ = model_from_checkpoint(path)
+    if cfg.model != args.model:
+        raise UserError(f"{path} holds a {cfg.model} model, not {args.model}; name the model it holds")
+    if args.img_size is not None or args.num_classes is not None:
+        raise UserError(
+            f"{path} was written by spikemlp train and fixes the image size and classes; "
+            "leave out --img-size and --num-classes"
+        )
+    return model
+
+
 def run_onnx(args: argparse.Namespace) -> int:
     from ..models import create
     from .onnx_export import export_onnx
 
     kwargs = {}
     state_dict = None
+    trained = _training_checkpoint(Path(args.checkpoint)) if args.checkpoint else None
+    if trained is not None:
+        model = _model_from_training_checkpoint(args, trained)
+        summary = export_onnx(
+            model, args.out, opset=args.opset, check=not args.no_check, batch_size=args.batch_size
+        )
+        return _report(summary, args.model)
     if args.checkpoint:
         state_dict = _read_checkpoint(Path(args.checkpoint))
         head = state_dict.get("head.weight")
@@ -76,8 +114,19 @@ def run_onnx(args: argparse.Namespace) -> int:
     model = create(args.model, **kwargs)
     if state_dict is not None:
         _load_into(model, state_dict, Path(args.checkpoint))
-    summary = export_onnx(model, args.out, img_size=args.img_size, opset=args.opset, check=not args.no_check)
-    summary["model"] = args.model
+    summary = export_onnx(
+        model,
+        args.out,
+        img_size=args.img_size,
+        opset=args.opset,
+        check=not args.no_check,
+        batch_size=args.batch_size,
+    )
+    return _report(summary, args.model)
+
+
+def _report(summary: dict, name: str) -> int:
+    summary["model"] = name
     print(json.dumps(summary))
     if "max_abs_diff" in summary:
         print(
@@ -96,8 +145,8 @@ def register(subparsers) -> None:
     onnx = sub.add_parser(
         "onnx",
         help="write ONNX and check it against PyTorch with onnxruntime",
-        description="Write MODEL as ONNX (dynamic batch, fixed image size) and check that onnxruntime "
-        "reproduces PyTorch's logits on a random image (max abs difference <= 1e-4).",
+        description="Write MODEL as ONNX (dynamic batch unless --batch-size, fixed image size) and check "
+        "that onnxruntime reproduces PyTorch's logits on fresh random images (max abs difference <= 1e-4).",
     )
     onnx.add_argument("model", help="model name, e.g. snn_mlp_t (see `spikemlp models`)")
     onnx.add_argument("out", help="output file, e.g. snn_mlp_t.onnx")
@@ -106,6 +155,12 @@ def register(subparsers) -> None:
         "--img-size", type=int, default=None, help="input size (default: the model's, e.g. 224)"
     )
     onnx.add_argument("--num-classes", type=int, default=None, help="classes (default: from the checkpoint)")
+    onnx.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="fix the batch size (default: a dynamic batch axis; MLP-SPE models need a fixed one)",
+    )
     onnx.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
     onnx.add_argument("--no-check", action="store_true", help="skip the onnxruntime comparison")
     onnx.set_defaults(func=run_onnx)

@@ -3,8 +3,13 @@
 Uses PyTorch's TorchScript-based exporter (``dynamo=False``): it needs nothing beyond ``onnx`` and it
 traces the group LIF's short loop over the positions of a group into plain Greater/Where/Mul/Add
 nodes (``spikemlp.neurons.group_lif`` switches to an out-of-place forward while exporting). The graph
-has a dynamic batch axis; the image size is fixed at export time, because the LIF groups are laid out
-for one grid size.
+has a dynamic batch axis (SNN-MLP) or a batch size fixed at export (MLP-SPE, whose merged time-batch
+reshapes the tracer records as constants); the image size is fixed at export time, because the LIF
+groups and MLP-SPE's token maps are laid out for one grid size.
+
+Spiking neurons (``spikemlp.neurons.LIF``/``IF``) are exported through their reference backend: the fused
+CPU kernel runs outside PyTorch (ctypes), where the tracer cannot see it, and would be recorded as a
+constant. A graph that does not read its input is refused with a clear error rather than written.
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ from __future__ import annotations
 import os
 import tempfile
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -28,6 +35,34 @@ def _input_size(model: nn.Module, img_size: int | tuple[int, int] | None) -> tup
     return chans, height, width
 
 
+@contextmanager
+def reference_neurons(model: nn.Module) -> Iterator[None]:
+    """Run every spiking neuron of ``model`` on its reference backend (plain torch ops that the tracer
+    records), restoring each neuron's backend afterwards."""
+    from ..neurons import IF, LIF
+
+    neurons = [m for m in model.modules() if isinstance(m, (LIF, IF))]
+    saved = [m.backend for m in neurons]
+    try:
+        for m in neurons:
+            m.backend = "reference"
+        yield
+    finally:
+        for m, backend in zip(neurons, saved):
+            m.backend = backend
+
+
+def _check_graph_reads_input(path: str | os.PathLike, model: nn.Module) -> None:
+    import onnx
+
+    inputs = [i.name for i in onnx.load(str(path), load_external_data=False).graph.input]
+    if "images" not in inputs:
+        raise ValueError(
+            f"ONNX export of {type(model).__name__} produced a graph that ignores its input (an operation "
+            "the tracer cannot see was recorded as a constant); nothing was written"
+        )
+
+
 def export_onnx(
     model: nn.Module,
     path: str | Path,
@@ -36,27 +71,41 @@ def export_onnx(
     check: bool = True,
     atol: float = 1e-4,
     seed: int = 0,
+    batch_size: int | None = None,
 ) -> dict:
     """Export ``model`` (in eval mode) to ``path`` and, with ``check``, compare onnxruntime with PyTorch.
 
-    The file is written atomically (a temporary file in the same folder, then renamed). Returns a
-    summary: path, input shape, opset and, when checked, ``max_abs_diff`` between the logits of
-    onnxruntime and PyTorch on a random batch of one image (a ``ValueError`` when above ``atol``).
+    ``batch_size=None`` gives a graph with a dynamic batch axis (traced on one image); an integer fixes
+    the batch size, for models whose graph cannot vary it (MLP-SPE: the tracer records its reshapes over
+    the merged time and batch axes with constant sizes). The check runs on fresh random images, not the
+    traced ones, and in the dynamic case on a batch of 2, so that a graph that baked in the traced
+    image or batch size fails it. The file is written atomically (a temporary file in the same folder,
+    then renamed). Returns a summary: path, traced input shape, whether the batch is dynamic, opset and,
+    when checked, ``max_abs_diff`` of the logits (a ``ValueError`` when above ``atol``).
     """
     path = Path(path)
     if path.parent and not path.parent.exists():
         raise FileNotFoundError(f"cannot write {path}: the folder {path.parent} does not exist")
+    if batch_size is not None and not (isinstance(batch_size, int) and batch_size >= 1):
+        raise ValueError(f"batch_size must be a positive integer or None (dynamic), got {batch_size!r}")
     chans, height, width = _input_size(model, img_size)
     param = next(model.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
-    images = torch.randn(1, chans, height, width, generator=torch.Generator().manual_seed(seed)).to(device)
+
+    def random_images(n: int, offset: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(seed + offset)
+        return torch.randn(n, chans, height, width, generator=g).to(device)
+
+    images = random_images(batch_size or 1, 0)
+    check_images = random_images(batch_size or 2, 1)
+    dynamic = batch_size is None
 
     was_training = model.training
     model.eval()
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent or ".")
     os.close(fd)
     try:
-        with torch.no_grad(), warnings.catch_warnings():
+        with torch.no_grad(), warnings.catch_warnings(), reference_neurons(model):
             # The tracer warns about Python-level shape checks (constant for a fixed image size) and the
             # exporter about its own deprecation; neither concerns the exported graph.
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
@@ -69,9 +118,10 @@ def export_onnx(
                 opset_version=opset,
                 input_names=["images"],
                 output_names=["logits"],
-                dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
+                dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}} if dynamic else None,
             )
-            expected = model(images).float().cpu() if check else None
+            expected = model(check_images).float().cpu() if check else None
+        _check_graph_reads_input(tmp, model)
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private; give it the usual permissions
@@ -83,9 +133,29 @@ def export_onnx(
     finally:
         model.train(was_training)
 
-    summary = {"path": str(path), "input_shape": [1, chans, height, width], "opset": opset}
+    summary = {
+        "path": str(path),
+        "input_shape": [len(images), chans, height, width],
+        "dynamic_batch": dynamic,
+        "opset": opset,
+    }
     if check:
-        diff = max_abs_diff_onnxruntime(path, images.cpu(), expected)
+        try:
+            diff = max_abs_diff_onnxruntime(path, check_images.cpu(), expected)
+        except ImportError:
+            raise
+        except Exception as err:  # onnxruntime's own error classes derive from Exception only
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            hint = (
+                "; the graph fixed the batch size while tracing: export with a fixed batch "
+                "(batch_size=N, spikemlp export onnx ... --batch-size N)"
+                if dynamic
+                else ""
+            )
+            raise ValueError(
+                f"onnxruntime cannot run the ONNX export of {type(model).__name__} on a batch of "
+                f"{len(check_images)} ({first[:300]}){hint}; file kept at {path} for inspection"
+            ) from None
         summary["max_abs_diff"] = diff
         if not diff <= atol:
             raise ValueError(

@@ -21,10 +21,39 @@ state before a neuron. In MLP-S (the no-SPE ablation) the identity branch is LIF
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ..neurons.bn_lif import batch_norm_lif, projection_batch_norm_lif
+from ..neurons.spike_storage import mark_binary
+
+
+def axial_map(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, axis: str) -> torch.Tensor:
+    """The dense map along ``axis`` of x [..., H, W] with a [N, N, 1, 1] weight (AxialProjection's op)."""
+    n = weight.shape[0]
+    weight = weight.view(n, n)
+    if axis == "w":
+        return F.linear(x, weight, bias)
+    # W_h @ x[m, c] for every (m, c) plane; bias per output row.
+    y = torch.matmul(weight, x)
+    return y if bias is None else y + bias.view(n, 1)
+
+
+def _w_positions_view(y: torch.Tensor) -> torch.Tensor:
+    """[M, C, H, W] -> [M * C * H, W, 1, 1]: BatchNorm2d(W) then normalises per W position."""
+    return y.view(-1, y.shape[-1], 1, 1)
+
+
+def _h_positions_view(y: torch.Tensor) -> torch.Tensor:
+    """[M, C, H, W] -> [M * C, H, W, 1]: BatchNorm2d(H) then normalises per H position."""
+    return y.view(-1, y.shape[-2], y.shape[-1], 1)
+
+
+_PROJECT = {"w": partial(axial_map, axis="w"), "h": partial(axial_map, axis="h")}
+_BN_VIEW = {"w": _w_positions_view, "h": _h_positions_view}
 
 
 class AxialProjection(nn.Conv2d):
@@ -48,11 +77,7 @@ class AxialProjection(nn.Conv2d):
                 f"axial projection along {self.axis.upper()} expects {n} positions, "
                 f"got input {tuple(x.shape)}"
             )
-        weight = self.weight.view(n, n)
-        if self.axis == "w":
-            return F.linear(x, weight, self.bias)
-        # W_h @ x[m, c] for every (m, c) plane; bias per output row.
-        return torch.matmul(weight, x) + self.bias.view(n, 1)
+        return axial_map(x, self.weight, self.bias, self.axis)
 
     def extra_repr(self) -> str:
         return f"positions={self.in_channels}, axis={self.axis!r}"
@@ -96,10 +121,20 @@ class AxialTokenMixing(nn.Module):
             self.identity_lif = None
         self.fuse = nn.Conv2d(3 * dim, dim, kernel_size=1, bias=False)
         self.fuse_norm = nn.BatchNorm2d(dim)
+        # Training memory: recompute the projections in the backward instead of keeping their outputs.
+        self.recompute_projection = True
 
-    def _branch(self, xm: torch.Tensor, proj: AxialProjection, bn: nn.BatchNorm2d, lif: nn.Module, T: int):
-        y = positional_batch_norm(bn, proj(xm), proj.axis)
-        return lif(y.unflatten(0, (T, -1))).flatten(0, 1)
+    def _branch(self, xm: torch.Tensor, proj: AxialProjection, bn: nn.Module, lif: nn.Module, T: int):
+        # Projection, BN over the positions of one axis (positional_batch_norm's views), then the neuron.
+        # In training these are fused: only the projection's input spikes are kept for the backward
+        # (recompute_projection) or its output (otherwise), not the normalised values and the charge too.
+        if not isinstance(bn, nn.BatchNorm2d):  # folded away (MFI): no BN view needed
+            return lif(bn(proj(xm)).unflatten(0, (T, -1))).flatten(0, 1)
+        view = _BN_VIEW[proj.axis]
+        if self.recompute_projection:
+            return projection_batch_norm_lif(xm, proj, _PROJECT[proj.axis], view, bn, lif, T)
+        y = proj(xm)
+        return batch_norm_lif(view(y), bn, lif, T).view_as(y)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         T = x.shape[0]
@@ -110,5 +145,6 @@ class AxialTokenMixing(nn.Module):
             identity = xm
         x_h = self._branch(xm, self.proj_h, self.norm_h, self.lif_h, T)
         x_w = self._branch(xm, self.proj_w, self.norm_w, self.lif_w, T)
-        u = self.fuse_norm(self.fuse(torch.cat((identity, x_h, x_w), dim=1)))
+        # All three parts are spikes, so the concatenation is too: autograd may keep it as bool.
+        u = self.fuse_norm(self.fuse(mark_binary(torch.cat((identity, x_h, x_w), dim=1))))
         return u.unflatten(0, (T, -1))

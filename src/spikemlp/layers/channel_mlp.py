@@ -6,8 +6,9 @@ keeps one statistic per token position, pooled over time, batch and channels: th
 ties the model to one input resolution. ``channel_bn="channel"`` is an option (not the authors'):
 one statistic per channel, pooled over time, batch and positions, as usual for a Linear layer.
 
-The tokens view of a [T * B, C, H, W] tensor is a transpose; the first Linear reads it as such (PyTorch
-makes one token-major copy of the input there), and everything after it is token-major and contiguous.
+The tokens view of a [T * B, C, H, W] tensor is a transpose; one token-major copy of the spikes is made
+for the first Linear (PyTorch would make it inside the Linear otherwise; made here, it is declared binary
+so that autograd can keep it compactly), and everything after it is token-major and contiguous.
 """
 
 from __future__ import annotations
@@ -15,9 +16,22 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from ..neurons.bn_lif import batch_norm_lif, projection_batch_norm_lif
+from ..neurons.spike_storage import mark_binary
+
 CHANNEL_BN_MODES = ("token", "channel")
+
+
+def _same(y: torch.Tensor) -> torch.Tensor:
+    return y
+
+
+def _rows(y: torch.Tensor) -> torch.Tensor:
+    """[M, L, D] -> [M * L, D]: BatchNorm1d(D) then normalises per channel."""
+    return y.flatten(0, 1)
 
 
 class ChannelMLP(nn.Module):
@@ -42,6 +56,8 @@ class ChannelMLP(nn.Module):
         self.lif = neuron_layer()
         self.fc2 = nn.Linear(hidden, dim)
         self.norm2 = nn.BatchNorm1d(num_tokens if channel_bn == "token" else dim)
+        # Training memory: recompute fc1 in the backward from the (compactly saved) input spikes.
+        self.recompute_projection = True
 
     def _norm(self, bn: nn.BatchNorm1d, y: torch.Tensor) -> torch.Tensor:
         # y: [M, L, D] contiguous. Token mode: BN1d(L) on the 3D tensor (statistic per token);
@@ -57,8 +73,17 @@ class ChannelMLP(nn.Module):
                 f"the channel block's per-token BatchNorm was built for {self.num_tokens} tokens, "
                 f"got a {H}x{W} grid; build the model for this input size"
             )
-        tokens = x.flatten(0, 1).flatten(2).transpose(1, 2)  # [T*B, H*W, C], a view
-        y = self._norm(self.norm1, self.fc1(tokens))
-        y = self.lif(y.unflatten(0, (T, B))).flatten(0, 1)
+        tokens = mark_binary(x.flatten(0, 1).flatten(2).transpose(1, 2).contiguous())  # [T*B, H*W, C]
+        if isinstance(self.norm1, nn.BatchNorm1d):
+            # fc1, BN and the neuron, fused in training: only the input spikes (recompute_projection) or
+            # fc1's output are kept for the backward, not the normalised values and the charge too.
+            view = _same if self.channel_bn == "token" else _rows
+            if self.recompute_projection:
+                y = projection_batch_norm_lif(tokens, self.fc1, F.linear, view, self.norm1, self.lif, T)
+            else:
+                y = self.fc1(tokens)
+                y = batch_norm_lif(view(y), self.norm1, self.lif, T).view_as(y)
+        else:  # BN folded into the neuron (MFI)
+            y = self.lif(self._norm(self.norm1, self.fc1(tokens)).unflatten(0, (T, B))).flatten(0, 1)
         y = self._norm(self.norm2, self.fc2(y))
         return y.transpose(1, 2).unflatten(2, (H, W)).unflatten(0, (T, B))

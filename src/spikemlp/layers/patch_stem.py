@@ -55,5 +55,13 @@ class PatchStem(nn.Module):
         self.bn = TimeRepeatedBatchNorm2d(embed_dim)
 
     def forward(self, images: torch.Tensor, T: int) -> torch.Tensor:
-        h = self.bn(self.conv(images), repeats=T)
+        x = self.conv(images)
+        if isinstance(self.bn, nn.modules.batchnorm._BatchNorm) and not isinstance(
+            self.bn, TimeRepeatedBatchNorm2d
+        ):
+            # A plain BN put in its place (SyncBatchNorm under --sync-bn) takes no ``repeats``: same output;
+            # only its running variance's n / (n - 1) correction counts one copy instead of T.
+            h = self.bn(x)
+        else:
+            h = self.bn(x, repeats=T)
         return h.unsqueeze(0).expand(T, *h.shape)

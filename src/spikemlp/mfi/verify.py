@@ -78,9 +78,13 @@ def summarise(layers: list[NonBinaryLayer], n_synaptic: int) -> dict:
             f"only; the others are {allowed}."
         )
     else:
+        allowed = [item for item in layers if item.role in ALLOWED_ROLES]
+        besides = (
+            f" (besides {', '.join(f'{item.name} ({item.role})' for item in allowed)})" if allowed else ""
+        )
         summary = (
             f"Not multiplication-free: {len(breaking)} of {n_synaptic} synaptic layers receive real-valued "
-            "input and cost MACs."
+            f"input{besides} and cost MACs."
         )
     return {
         "is_mfi": is_mfi,

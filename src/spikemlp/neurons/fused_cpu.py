@@ -150,26 +150,38 @@ class _FusedLIF(torch.autograd.Function):
     @torch.autograd.function.once_differentiable  # a kernel, not autograd ops: no double backward
     def backward(ctx, grad_spikes, grad_v=None):
         (h_seq,) = ctx.saved_tensors
-        spec: NeuronSpec = ctx.spec
-        sg_id, alpha, atan_scale = spec.kernel_surrogate
-        lib = _lib()
         want_tau = ctx.tau_dtype is not None and ctx.needs_input_grad[1]
-        T = h_seq.shape[0]
-        N = h_seq.numel() // T
-        grad_s = grad_spikes.to(h_seq.dtype).contiguous()
-        grad_v = None if grad_v is None else grad_v.to(h_seq.dtype).contiguous()
-        grad_x = torch.empty_like(h_seq)
-        block = lib.spikemlp_lif_block_size()
-        partials = torch.zeros((N + block - 1) // block, dtype=torch.float64) if want_tau else None
-        status = lib.spikemlp_lif_backward(
-            DTYPE_CODES[h_seq.dtype], _ptr(grad_s), _ptr(grad_v), _ptr(h_seq), _ptr(grad_x), T, N,
-            spec.mode, spec.hard_reset, spec.detach_reset, sg_id, ctx.tau, spec.v_threshold,
-            spec.reset_value, alpha, atan_scale, _ptr(partials), torch.get_num_threads(),
-        )  # fmt: skip
-        if status != 0:
-            raise RuntimeError(f"spikemlp fused LIF backward failed with status {status}")
-        grad_tau = partials.sum().to(ctx.tau_dtype) if want_tau else None
+        grad_x, grad_tau = backward_from_charge(h_seq, grad_spikes, grad_v, ctx.tau, ctx.spec, want_tau)
+        grad_tau = grad_tau.to(ctx.tau_dtype) if want_tau else None
         return grad_x, grad_tau, None, None, None
+
+
+def forward_kernel(
+    x_seq: torch.Tensor, tau: float, spec: NeuronSpec, save_h: bool, return_membrane: bool = False
+):
+    """The forward kernel on a contiguous x_seq [T, ...]: (spikes, charge H or None, membrane or None)."""
+    return _forward(x_seq, tau, spec, save_h, return_membrane)
+
+
+def backward_from_charge(h_seq, grad_spikes, grad_v, tau: float, spec: NeuronSpec, want_tau: bool = False):
+    """dL/dX (and dL/dtau, fp64, if ``want_tau``) from the saved charge H [T, ...] and dL/dS (and dL/dV)."""
+    sg_id, alpha, atan_scale = spec.kernel_surrogate
+    lib = _lib()
+    T = h_seq.shape[0]
+    N = h_seq.numel() // T
+    grad_s = grad_spikes.to(h_seq.dtype).contiguous()
+    grad_v = None if grad_v is None else grad_v.to(h_seq.dtype).contiguous()
+    grad_x = torch.empty_like(h_seq)
+    block = lib.spikemlp_lif_block_size()
+    partials = torch.zeros((N + block - 1) // block, dtype=torch.float64) if want_tau else None
+    status = lib.spikemlp_lif_backward(
+        DTYPE_CODES[h_seq.dtype], _ptr(grad_s), _ptr(grad_v), _ptr(h_seq), _ptr(grad_x), T, N,
+        spec.mode, spec.hard_reset, spec.detach_reset, sg_id, tau, spec.v_threshold,
+        spec.reset_value, alpha, atan_scale, _ptr(partials), torch.get_num_threads(),
+    )  # fmt: skip
+    if status != 0:
+        raise RuntimeError(f"spikemlp fused LIF backward failed with status {status}")
+    return grad_x, (partials.sum() if want_tau else None)
 
 
 def lif_fused_cpu(

@@ -14,6 +14,7 @@ from torch import nn
 
 from . import surrogate as sg
 from .backends import check_backend_name, run_if, run_lif
+from .spike_storage import mark_binary
 
 
 def _check_input(x_seq: torch.Tensor, name: str) -> None:
@@ -36,6 +37,12 @@ def _check_same_device(x_seq: torch.Tensor, param: torch.Tensor, what: str) -> N
             f"LIF input is on {x_seq.device} but its {what} is on {param.device}; move the module to the "
             f"input's device with .to({str(x_seq.device)!r})"
         )
+
+
+def _mark_spikes(out):
+    """Declare the spikes binary, so that autograd may keep them compactly (``spike_storage``)."""
+    mark_binary(out[0] if isinstance(out, tuple) else out)
+    return out
 
 
 class LIF(nn.Module):
@@ -94,7 +101,7 @@ class LIF(nn.Module):
         _check_input(x_seq, "LIF")
         if self.tau_logit is not None:
             _check_same_device(x_seq, self.tau_logit, "learnable tau")
-        return run_lif(
+        out = run_lif(
             x_seq,
             tau=self.current_tau(),
             v_threshold=self.v_threshold,
@@ -105,6 +112,7 @@ class LIF(nn.Module):
             backend=self.backend,
             return_membrane=self.return_membrane,
         )
+        return _mark_spikes(out)
 
     def extra_repr(self) -> str:
         tau = "learnable" if self.tau_logit is not None else self.tau
@@ -140,7 +148,7 @@ class IF(nn.Module):
 
     def forward(self, x_seq: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         _check_input(x_seq, "IF")
-        return run_if(
+        out = run_if(
             x_seq,
             v_threshold=self.v_threshold,
             v_reset=self.v_reset,
@@ -149,6 +157,7 @@ class IF(nn.Module):
             backend=self.backend,
             return_membrane=self.return_membrane,
         )
+        return _mark_spikes(out)
 
     def extra_repr(self) -> str:
         return (

@@ -25,7 +25,10 @@ least disturbed by other jobs on a shared machine).
 Prints one JSON object (with ``ratios``: spikemlp over the baseline, per config) and a one-line summary;
 asserts nothing.
 Usage: python benchmarks/bench_models.py [--threads 2] [--repeats 3] [--models mlp_spe_t,...]
-       [--impls spikemlp,spikingjelly] [--no-check]
+       [--impls spikemlp,spikingjelly] [--no-check] [--interleave]
+``--interleave`` (for a busy machine): the times come from one process per config that runs the
+implementations in turns (a, b, a, b, ...), so both see the same background load; the separate
+processes then measure the memory peaks only.
 """
 
 from __future__ import annotations
@@ -192,6 +195,50 @@ def worker(impl: str, name: str, img_size: int, T: int, batch: int, repeats: int
     }
 
 
+def interleaved_worker(
+    impls: list[str], name: str, img_size: int, T: int, batch: int, repeats: int, threads: int
+):
+    """Times of all implementations in one process, in turns (a, b, a, b, ...), so that they share the
+    background load of a busy machine; no memory figures (one process holds all models)."""
+    torch.set_num_threads(threads)
+    num_classes = 1000 if img_size >= 224 else 10
+    models = {impl: IMPLEMENTATIONS[impl](name, img_size, T, num_classes) for impl in impls}
+    opts = {impl: torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9) for impl, m in models.items()}
+    g = torch.Generator().manual_seed(3)
+    images = torch.randn(batch, 3, img_size, img_size, generator=g)
+    labels = torch.randint(0, num_classes, (batch,), generator=g)
+
+    def forward(impl):
+        model = models[impl].eval()
+        with torch.inference_mode():
+            model(images)
+
+    def train_step(impl):
+        model, opt = models[impl].train(), opts[impl]
+        opt.zero_grad(set_to_none=True)
+        nn.functional.cross_entropy(model(images), labels).backward()
+        opt.step()
+
+    times: dict[tuple[str, str], list[float]] = {}
+    for what, fn in (("forward", forward), ("train", train_step)):
+        for impl in impls:
+            fn(impl)  # warm-up
+        for _ in range(repeats):
+            for impl in impls:
+                start = time.perf_counter()
+                fn(impl)
+                times.setdefault((what, impl), []).append(time.perf_counter() - start)
+    out = []
+    for impl in impls:
+        f, t = sorted(times[("forward", impl)]), sorted(times[("train", impl)])
+        out.append(
+            {"impl": impl, "model": name, "batch": batch, "T": T, "forward_s": f[0],
+             "forward_s_median": f[len(f) // 2], "forward_images_per_s": batch / f[0], "train_step_s": t[0],
+             "train_step_s_median": t[len(t) // 2], "train_images_per_s": batch / t[0]}
+        )  # fmt: skip
+    return {"interleaved": out}
+
+
 def _subprocess(args: list[str]) -> dict:
     out = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, check=False)
     if out.returncode != 0:
@@ -235,11 +282,29 @@ def main() -> None:
     parser.add_argument(
         "--check-worker", nargs=4, metavar=("MODEL", "IMG", "T", "BATCH"), help=argparse.SUPPRESS
     )
+    parser.add_argument(
+        "--interleave",
+        action="store_true",
+        help="time the implementations in turns in one process (speed ratios on a busy machine); the "
+        "per-implementation processes then measure memory only (one repeat)",
+    )
+    parser.add_argument(
+        "--pair-worker", nargs=4, metavar=("MODEL", "IMG", "T", "BATCH"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args()
 
     if args.worker:
         impl, name, img, T, batch = args.worker
         print(json.dumps(worker(impl, name, int(img), int(T), int(batch), args.repeats, args.threads)))
+        return
+    if args.pair_worker:
+        name, img, T, batch = args.pair_worker
+        impls = args.impls.split(",")
+        print(
+            json.dumps(
+                interleaved_worker(impls, name, int(img), int(T), int(batch), args.repeats, args.threads)
+            )
+        )
         return
     if args.check_worker:
         name, img, T, batch = args.check_worker
@@ -258,16 +323,33 @@ def main() -> None:
             checks.append(
                 _subprocess(common + ["--check-worker", name, str(img), str(T), str(args.check_batch)])
             )
+        timed = {}
+        if args.interleave:
+            pair = _subprocess(
+                common + ["--impls", ",".join(impls), "--pair-worker", name, str(img), str(T), str(batch)]
+            )
+            timed = {r["impl"]: r for r in pair.get("interleaved", [])}
         # Implementations of one config run one after the other, so that they share the same background load.
         for impl in impls:
-            r = _subprocess(common + ["--worker", impl, name, str(img), str(T), str(batch)])
-            results.append({"impl": impl, "model": name, **r} if "error" in r else r)
+            worker_args = [
+                "--threads",
+                str(args.threads),
+                "--repeats",
+                "1" if args.interleave else str(args.repeats),
+            ]
+            r = _subprocess(worker_args + ["--worker", impl, name, str(img), str(T), str(batch)])
+            if "error" in r:
+                r = {"impl": impl, "model": name, **r}
+            elif impl in timed:  # speed from the interleaved run, memory from this process
+                r.update(timed[impl], timing="interleaved")
+            results.append(r)
     report = {
         "benchmark": "models",
         "machine": f"{platform.machine()} {os.cpu_count()}-core CPU, {platform.system()}",
         "torch": torch.__version__,
         "threads": args.threads,
         "repeats": args.repeats,
+        "interleaved": args.interleave,
         "load_average_1min_before": load_before,
         "load_average_1min_after": os.getloadavg()[0],
         "equal_logits_check": checks,

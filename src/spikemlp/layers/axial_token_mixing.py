@@ -128,7 +128,7 @@ class AxialTokenMixing(nn.Module):
         # Projection, BN over the positions of one axis (positional_batch_norm's views), then the neuron.
         # In training these are fused: only the projection's input spikes are kept for the backward
         # (recompute_projection) or its output (otherwise), not the normalised values and the charge too.
-        if not isinstance(bn, nn.BatchNorm2d):  # folded away (MFI): no BN view needed
+        if not isinstance(bn, nn.modules.batchnorm._BatchNorm):  # folded away (MFI): no BN view needed
             return lif(bn(proj(xm)).unflatten(0, (T, -1))).flatten(0, 1)
         view = _BN_VIEW[proj.axis]
         if self.recompute_projection:

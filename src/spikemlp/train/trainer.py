@@ -213,7 +213,11 @@ class _Log:
 
     def print(self, msg: str) -> None:
         if self.active:
-            print(msg, flush=True)
+            from tqdm import tqdm
+
+            # tqdm.write clears an open progress bar, prints the line and redraws the bar below it
+            tqdm.write(msg, file=sys.stdout)
+            sys.stdout.flush()
 
     def scalars(self, step: int, **values: float) -> None:
         if self.tb is not None:
@@ -608,6 +612,8 @@ def _train(cfg: TrainConfig, run_dir: Path, resume: bool, info: DistInfo) -> Tra
                         "steps "
                         f"({total_steps / updates_per_epoch:.2f} epochs)"
                     )
+                    if bar is not None:  # the bar was opened with the recipe's epochs, not the fitted ones
+                        bar.set_description(f"epoch {epoch + 1}/{math.ceil(total_steps / updates_per_epoch)}")
                 late = 1.0 if elapsed() + eval_reserve() >= budget_s else 0.0
                 if broadcast_float(late, info) > 0:
                     stop, stop_reason = True, "time_budget"

@@ -374,3 +374,22 @@ def test_projection_recompute_switch():
     assert blocks and all(m.recompute_projection for m in blocks)
     model.set_projection_recompute(False)
     assert not any(m.recompute_projection for m in blocks)
+
+
+def test_memory_saving_false_turns_both_savings_off_with_the_same_results():
+    kw = dict(img_size=16, patch_size=2, embed_dim=6, depths=(1, 2), num_classes=5, T=2)
+    torch.manual_seed(0)
+    saving = MLPSPE(**kw)
+    _randomize_bn(saving)
+    fast = MLPSPE(**kw, memory_saving=False)
+    fast.load_state_dict(saving.state_dict())
+    blocks = [m for m in fast.modules() if hasattr(m, "recompute_projection")]
+    assert saving.compact_spikes and not fast.compact_spikes
+    assert blocks and not any(m.recompute_projection for m in blocks)
+    x = torch.randn(3, 3, 16, 16)
+    out_saving, out_fast = saving(x), fast(x)
+    out_saving.square().sum().backward()
+    out_fast.square().sum().backward()
+    torch.testing.assert_close(out_fast, out_saving, rtol=0, atol=0)
+    for (n, pa), pb in zip(fast.named_parameters(), saving.parameters()):
+        torch.testing.assert_close(pa.grad, pb.grad, rtol=0, atol=0, msg=n)

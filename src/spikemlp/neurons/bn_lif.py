@@ -3,9 +3,10 @@
 Unfused, a training step keeps two full-size tensors per BN -> LIF pair for the backward: BatchNorm's
 input x and the neuron's charge H. Fused (:func:`batch_norm_lif`), only x is kept (plus the per-channel
 batch mean and 1/std); the backward recomputes y = BN(x) with the same kernel and the same batch statistics
-(bit for bit the forward's y, hence the same H and spikes) and runs the neuron's backward and BatchNorm's
-backward on it. The forward output, the running statistics and the gradients are those of ``bn`` then
-``lif`` (tests/neurons/test_bn_lif.py); the price is one BN apply and one neuron forward in the backward.
+(bit for bit the forward's y, hence the same H and spikes) and runs the neuron's backward (which
+recomputes H from y in cache) and BatchNorm's backward on it. The forward output, the running statistics
+and the gradients are those of ``bn`` then ``lif`` (tests/neurons/test_bn_lif.py); the price is one BN
+apply in the backward.
 
 The fused path runs when it applies: ``bn`` a plain ``nn.BatchNorm1d/2d`` in training mode, ``lif`` an
 :class:`~spikemlp.neurons.LIF` with a fixed tau and no membrane output whose backend resolves to the fused
@@ -44,7 +45,7 @@ class _BatchNormLIF(torch.autograd.Function):
         y, mean, invstd = torch.ops.aten.native_batch_norm(
             x, weight, bias, running_mean, running_var, True, momentum, eps
         )
-        spikes, _, _ = fused_cpu.forward_kernel(y.view(T, -1), tau, spec, save_h=False)
+        spikes, _ = fused_cpu.forward_kernel(y.view(T, -1), tau, spec)
         ctx.save_for_backward(x, weight, bias, mean, invstd)
         ctx.eps, ctx.T, ctx.tau, ctx.spec = eps, T, tau, spec
         return spikes.view_as(x)
@@ -54,12 +55,10 @@ class _BatchNormLIF(torch.autograd.Function):
     def backward(ctx, grad_spikes):
         x, weight, bias, mean, invstd = ctx.saved_tensors
         y, _, _ = _batch_stats_norm(x, weight, bias, ctx.eps)
-        _, h_seq, _ = fused_cpu.forward_kernel(y.view(ctx.T, -1), ctx.tau, ctx.spec, save_h=True)
-        del y
-        grad_y, _ = fused_cpu.backward_from_charge(
-            h_seq, grad_spikes.reshape(ctx.T, -1), None, ctx.tau, ctx.spec
+        grad_y, _ = fused_cpu.backward_from_input(
+            y.view(ctx.T, -1), grad_spikes.reshape(ctx.T, -1), None, ctx.tau, ctx.spec
         )
-        del h_seq
+        del y
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
         grad_x, grad_w, grad_b = torch.ops.aten.native_batch_norm_backward(
             grad_y.view_as(x), x, weight, None, None, mean, invstd, True, ctx.eps, [need_x, need_w, need_b]
@@ -79,7 +78,7 @@ class _ProjectionBatchNormLIF(torch.autograd.Function):
         yn, mean, invstd = torch.ops.aten.native_batch_norm(
             bn_view(y), bn_w, bn_b, running_mean, running_var, True, momentum, eps
         )
-        spikes, _, _ = fused_cpu.forward_kernel(yn.view(T, -1), tau, spec, save_h=False)
+        spikes, _ = fused_cpu.forward_kernel(yn.view(T, -1), tau, spec)
         ctx.save_for_backward(inp, weight, bias, bn_w, bn_b, mean, invstd)
         ctx.fns, ctx.eps, ctx.T, ctx.tau, ctx.spec = fns, eps, T, tau, spec
         return spikes.view_as(y)
@@ -95,12 +94,10 @@ class _ProjectionBatchNormLIF(torch.autograd.Function):
             y = project(*leaves)
         y_bn = bn_view(y.detach())
         yn, _, _ = _batch_stats_norm(y_bn, bn_w, bn_b, ctx.eps)
-        _, h_seq, _ = fused_cpu.forward_kernel(yn.view(ctx.T, -1), ctx.tau, ctx.spec, save_h=True)
-        del yn
-        grad_yn, _ = fused_cpu.backward_from_charge(
-            h_seq, grad_spikes.reshape(ctx.T, -1), None, ctx.tau, ctx.spec
+        grad_yn, _ = fused_cpu.backward_from_input(
+            yn.view(ctx.T, -1), grad_spikes.reshape(ctx.T, -1), None, ctx.tau, ctx.spec
         )
-        del h_seq
+        del yn
         need_bn = list(ctx.needs_input_grad[4:6])
         grad_y, grad_bn_w, grad_bn_b = torch.ops.aten.native_batch_norm_backward(
             grad_yn.view_as(y_bn), y_bn, bn_w, None, None, mean, invstd, True, ctx.eps, [True, *need_bn]

@@ -6,11 +6,12 @@
 // the plain-PyTorch reference (spikemlp/neurons/reference.py), rounding to the storage dtype after
 // every elementwise operation exactly as PyTorch does for bfloat16/float16 (compute in float, round),
 // so the spikes are bit-identical to the reference. Build flags keep that true (see fused_cpu.py):
-// -O3 -ffp-contract=off, no -ffast-math (no FMA contraction, IEEE division); -fno-trapping-math and
-// -mavx2 only let the compiler vectorise, they do not change any value.
+// -O3 -ffp-contract=off, no -ffast-math (no FMA contraction, IEEE division); -fno-trapping-math,
+// -mavx2 and -mavx512* only let the compiler vectorise, they do not change any value.
 //
-// The backward reads only the saved charge H (storage dtype); the spike is recomputed from it with the
-// forward's own rounding, and the surrogate gradient is evaluated at u = H - V_th.
+// The backward reads only the forward's input X (storage dtype): it recomputes the charge H of a block of
+// neurons for all steps (the forward's arithmetic, so the same H), then the spike with the forward's own
+// rounding, and evaluates the surrogate gradient at u = H - V_th.
 //
 // The library depends on nothing but the C++ standard library (no torch headers): it compiles in
 // seconds, needs no build tool, and is called through a small C interface with raw data pointers
@@ -19,8 +20,13 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <thread>
 #include <vector>
+
+#ifdef __AVX2__
+#include <immintrin.h>
+#endif
 
 namespace {
 
@@ -75,6 +81,41 @@ struct Storage<HalfTag> {
   static inline raw store(op v) { return static_cast<_Float16>(v); }
   static inline op round(op v) { return static_cast<float>(static_cast<_Float16>(v)); }
 };
+
+// Outputs of at least this many bytes are written with non-temporal (streaming) stores. A plain store
+// first reads the cache line it writes (write-allocate), so an output far larger than the caches costs a
+// read and a write; a streaming store only writes. Smaller outputs are left to the caches, where the next
+// layer finds them.
+constexpr int64_t kStreamBytes = int64_t(16) << 20;
+
+// Copies n elements from a block-local buffer to the output, streaming when asked (and compiled for AVX2).
+template <typename R>
+static inline void emit(R* __restrict dst, const R* __restrict src, int64_t n, bool stream) {
+  size_t bytes = static_cast<size_t>(n) * sizeof(R);
+#ifdef __AVX2__
+  if (stream) {
+    char* d = reinterpret_cast<char*>(dst);
+    const char* s = reinterpret_cast<const char*>(src);
+    const size_t head = std::min(bytes, (32 - (reinterpret_cast<uintptr_t>(d) & 31)) & 31);
+    std::memcpy(d, s, head);
+    d += head, s += head, bytes -= head;
+    for (; bytes >= 32; bytes -= 32, d += 32, s += 32)
+      _mm256_stream_si256(reinterpret_cast<__m256i*>(d), _mm256_loadu_si256(reinterpret_cast<const __m256i*>(s)));
+    std::memcpy(d, s, bytes);
+    return;
+  }
+#endif
+  (void)stream;
+  std::memcpy(dst, src, bytes);
+}
+
+// Orders this thread's streaming stores before the thread is joined.
+static inline void stream_fence(bool stream) {
+#ifdef __AVX2__
+  if (stream) _mm_sfence();
+#endif
+  (void)stream;
+}
 
 // Runs f(first_block, end_block) on up to n_threads threads over contiguous ranges of blocks.
 template <typename F>
@@ -192,7 +233,7 @@ static inline void forward_step(const typename Storage<S>::raw* __restrict xt, t
 
 template <typename S, int64_t MODE, bool HARD>
 void forward_kernel(const typename Storage<S>::raw* x, typename Storage<S>::raw* spikes,
-                    typename Storage<S>::raw* h_out, typename Storage<S>::raw* v_out, int64_t T, int64_t N,
+                    typename Storage<S>::raw* v_out, int64_t T, int64_t N,
                     double tau_d, double v_th_d, double v_reset_d, int n_threads) {
   using St = Storage<S>;
   using raw = typename St::raw;
@@ -205,26 +246,56 @@ void forward_kernel(const typename Storage<S>::raw* x, typename Storage<S>::raw*
   const op v_reset = St::round(static_cast<op>(v_reset_d));
   const op v_init = HARD ? v_reset : op(0);
   const int64_t n_blocks = (N + kBlock - 1) / kBlock;
+  const int64_t outputs = 1 + (v_out != nullptr);
+  const bool stream = outputs * T * N * static_cast<int64_t>(sizeof(raw)) >= kStreamBytes;
   parallel_blocks(n_blocks, kBlock * T, n_threads, [=](int64_t b0, int64_t b1) {
     op v[kBlock];
     op h[kBlock];
+    alignas(64) raw out[kBlock];
+    alignas(64) raw s_local[kBlock];
     for (int64_t b = b0; b < b1; ++b) {
       const int64_t i0 = b * kBlock;
       const int64_t n = std::min(kBlock, N - i0);
       for (int64_t i = 0; i < n; ++i) v[i] = v_init;
       for (int64_t t = 0; t < T; ++t) {
-        forward_step<S, MODE, HARD>(x + t * N + i0, spikes + t * N + i0, v, h, n, tau, v_th, v_reset);
-        if (h_out != nullptr) {
-          raw* __restrict ht = h_out + t * N + i0;
-          for (int64_t i = 0; i < n; ++i) ht[i] = St::store(h[i]);
-        }
+        forward_step<S, MODE, HARD>(x + t * N + i0, s_local, v, h, n, tau, v_th, v_reset);
+        emit(spikes + t * N + i0, s_local, n, stream);
         if (v_out != nullptr) {
-          raw* __restrict vt = v_out + t * N + i0;
-          for (int64_t i = 0; i < n; ++i) vt[i] = St::store(v[i]);
+          for (int64_t i = 0; i < n; ++i) out[i] = St::store(v[i]);
+          emit(v_out + t * N + i0, out, n, stream);
         }
       }
     }
+    stream_fence(stream);
   });
+}
+
+// The charge H of every step of one block of n neurons, recomputed from the input X with the forward's
+// own arithmetic (so bit for bit the forward's H), into h_block[t * kBlock + i].
+template <typename S, bool HARD>
+static void recompute_charge(const typename Storage<S>::raw* x, int64_t T, int64_t N, int64_t i0, int64_t n,
+                             int64_t mode, typename Storage<S>::op tau, typename Storage<S>::op v_th,
+                             typename Storage<S>::op v_reset, typename Storage<S>::raw* h_block) {
+  using St = Storage<S>;
+  using op = typename St::op;
+  using raw = typename St::raw;
+  op v[kBlock];
+  op h[kBlock];
+  alignas(64) raw s_unused[kBlock];
+  for (int64_t i = 0; i < n; ++i) v[i] = HARD ? v_reset : op(0);
+  auto run = [&](auto mode_c) {
+    for (int64_t t = 0; t < T; ++t) {
+      forward_step<S, decltype(mode_c)::value, HARD>(x + t * N + i0, s_unused, v, h, n, tau, v_th, v_reset);
+      raw* __restrict ht = h_block + t * kBlock;
+      for (int64_t i = 0; i < n; ++i) ht[i] = St::store(h[i]);
+    }
+  };
+  if (mode == kIF)
+    run(std::integral_constant<int64_t, kIF>{});
+  else if (mode == kDecayInput)
+    run(std::integral_constant<int64_t, kDecayInput>{});
+  else
+    run(std::integral_constant<int64_t, kNoDecay>{});
 }
 
 // Backward of the whole sequence. Per step (g = incoming gradient, c = gradient carried from t+1):
@@ -233,12 +304,14 @@ void forward_kernel(const typename Storage<S>::raw* x, typename Storage<S>::raw*
 //   dL/dX[t] = dL/dH / tau (decay_input) else dL/dH;  c <- dL/dH - dL/dH / tau (IF: dL/dH).
 // With a learnable tau the partial dH[t]/dtau is formed from H[t] and the membrane V[t-1], which is
 // recomputed from H[t-1] with the forward's own reset arithmetic.
+// The backward reads the forward's input X and recomputes H block by block into a buffer that stays in
+// cache, so the forward writes no H at all (one full-size output instead of two, for the same memory).
 template <typename S, bool HARD, int64_t SG>
 static inline void backward_step(const typename Storage<S>::raw* __restrict gst,
                                  const typename Storage<S>::raw* __restrict ht,
                                  typename Storage<S>::raw* __restrict gxt, typename Storage<S>::op* __restrict carry,
                                  typename Storage<S>::op* __restrict gh, int64_t n, typename Storage<S>::op v_th,
-                                 typename Storage<S>::op v_reset, typename Storage<S>::op tau,
+                                 typename Storage<S>::op v_reset, typename Storage<S>::op inv_tau,
                                  typename Storage<S>::op alpha, typename Storage<S>::op atan_scale,
                                  typename Storage<S>::op keep_reset_grad, typename Storage<S>::op divide_by_tau,
                                  typename Storage<S>::op leak) {
@@ -256,7 +329,7 @@ static inline void backward_step(const typename Storage<S>::raw* __restrict gst,
       dv_dh = op(1) - keep_reset_grad * (v_th * sg);
     }
     const op g = St::load(gst[i]) * sg + carry[i] * dv_dh;
-    const op g_over_tau = g / tau;
+    const op g_over_tau = g * inv_tau;
     gxt[i] = St::store(g_over_tau * divide_by_tau + g * (op(1) - divide_by_tau));
     carry[i] = g - g_over_tau * leak;
     gh[i] = g;
@@ -265,8 +338,8 @@ static inline void backward_step(const typename Storage<S>::raw* __restrict gst,
 
 template <typename S, bool HARD, int64_t SG>
 void backward_kernel(const typename Storage<S>::raw* grad_s, const typename Storage<S>::raw* grad_v,
-                     const typename Storage<S>::raw* h_saved, typename Storage<S>::raw* grad_x, int64_t T,
-                     int64_t N, int64_t mode, double tau_d, double v_th_d, double v_reset_d, bool detach_reset,
+                     const typename Storage<S>::raw* x, typename Storage<S>::raw* grad_x,
+                     int64_t T, int64_t N, int64_t mode, double tau_d, double v_th_d, double v_reset_d, bool detach_reset,
                      double alpha_d, double atan_scale_d, double* tau_grad_partials, int n_threads) {
   using St = Storage<S>;
   using raw = typename St::raw;
@@ -277,30 +350,39 @@ void backward_kernel(const typename Storage<S>::raw* grad_s, const typename Stor
   const op alpha = static_cast<op>(alpha_d);
   const op atan_scale = static_cast<op>(atan_scale_d);
   const op v_init = HARD ? v_reset : op(0);
+  // The gradient is scaled by 1/tau rather than divided by tau: a division per neuron-step costs more than
+  // the rest of the step, and the product differs from the quotient by at most one unit in the last place
+  // (none when tau is a power of two, as in the default tau = 2).
+  const op inv_tau = op(1) / tau;
   // 0/1 multipliers instead of branches keep the inner loop branch-free (and vectorisable); multiplying
   // by 0 or 1 and adding 0 are exact, so the selected value is unchanged.
   const op keep_reset_grad = detach_reset ? op(0) : op(1);
   const op divide_by_tau = mode == kDecayInput ? op(1) : op(0);
   const op leak = mode != kIF ? op(1) : op(0);
   const int64_t n_blocks = (N + kBlock - 1) / kBlock;
+  const bool stream = T * N * static_cast<int64_t>(sizeof(raw)) >= kStreamBytes;
   parallel_blocks(n_blocks, kBlock * T, n_threads, [=](int64_t b0, int64_t b1) {
     op carry[kBlock];
     op gh[kBlock];
+    alignas(64) raw gx_local[kBlock];
+    std::vector<raw> h_block(T * kBlock);  // H[t] of the block at h_block[t * kBlock]
     for (int64_t b = b0; b < b1; ++b) {
       const int64_t i0 = b * kBlock;
       const int64_t n = std::min(kBlock, N - i0);
+      recompute_charge<S, HARD>(x, T, N, i0, n, mode, tau, v_th, v_reset, h_block.data());
       double tau_acc = 0.0;
       for (int64_t i = 0; i < n; ++i) carry[i] = op(0);
       for (int64_t t = T - 1; t >= 0; --t) {
-        const raw* ht = h_saved + t * N + i0;
+        const raw* ht = h_block.data() + t * kBlock;
         if (grad_v != nullptr) {
           const raw* __restrict gvt = grad_v + t * N + i0;
           for (int64_t i = 0; i < n; ++i) carry[i] = St::load(gvt[i]) + carry[i];
         }
-        backward_step<S, HARD, SG>(grad_s + t * N + i0, ht, grad_x + t * N + i0, carry, gh, n, v_th, v_reset, tau,
-                                   alpha, atan_scale, keep_reset_grad, divide_by_tau, leak);
+        backward_step<S, HARD, SG>(grad_s + t * N + i0, ht, gx_local, carry, gh, n, v_th, v_reset, inv_tau, alpha,
+                                   atan_scale, keep_reset_grad, divide_by_tau, leak);
+        emit(grad_x + t * N + i0, gx_local, n, stream);
         if (tau_grad_partials != nullptr) {
-          const raw* __restrict hprev = t > 0 ? h_saved + (t - 1) * N + i0 : nullptr;
+          const raw* __restrict hprev = t > 0 ? ht - kBlock : nullptr;
           for (int64_t i = 0; i < n; ++i) {
             const op hi = St::load(ht[i]);
             op vprev = v_init;
@@ -318,17 +400,18 @@ void backward_kernel(const typename Storage<S>::raw* grad_s, const typename Stor
       }
       if (tau_grad_partials != nullptr) tau_grad_partials[b] = tau_acc;
     }
+    stream_fence(stream);
   });
 }
 
 // Template selection for the runtime flags.
 template <typename S>
-int forward_dtype(const void* x, void* spikes, void* h, void* v, int64_t T, int64_t N, int64_t mode, int hard,
+int forward_dtype(const void* x, void* spikes, void* v, int64_t T, int64_t N, int64_t mode, int hard,
                   double tau, double v_th, double v_reset, int n_threads) {
   using raw = typename Storage<S>::raw;
   auto run = [&](auto mode_c, auto hard_c) {
     forward_kernel<S, decltype(mode_c)::value, decltype(hard_c)::value>(
-        static_cast<const raw*>(x), static_cast<raw*>(spikes), static_cast<raw*>(h), static_cast<raw*>(v), T, N,
+        static_cast<const raw*>(x), static_cast<raw*>(spikes), static_cast<raw*>(v), T, N,
         tau, v_th, v_reset, n_threads);
   };
   auto with_hard = [&](auto mode_c) {
@@ -353,14 +436,14 @@ int forward_dtype(const void* x, void* spikes, void* h, void* v, int64_t T, int6
 }
 
 template <typename S>
-int backward_dtype(const void* grad_s, const void* grad_v, const void* h, void* grad_x, int64_t T, int64_t N,
+int backward_dtype(const void* grad_s, const void* grad_v, const void* x, void* grad_x, int64_t T, int64_t N,
                    int64_t mode, int hard, int detach_reset, int64_t surrogate, double tau, double v_th,
                    double v_reset, double alpha, double atan_scale, double* tau_partials, int n_threads) {
   using raw = typename Storage<S>::raw;
   if (mode < kIF || mode > kNoDecay) return 2;
   auto run = [&](auto hard_c, auto sg_c) {
     backward_kernel<S, decltype(hard_c)::value, decltype(sg_c)::value>(
-        static_cast<const raw*>(grad_s), static_cast<const raw*>(grad_v), static_cast<const raw*>(h),
+        static_cast<const raw*>(grad_s), static_cast<const raw*>(grad_v), static_cast<const raw*>(x),
         static_cast<raw*>(grad_x), T, N, mode, tau, v_th, v_reset, detach_reset != 0, alpha, atan_scale,
         tau_partials, n_threads);
   };
@@ -390,36 +473,36 @@ enum DType : int { kFloat32 = 0, kFloat64 = 1, kBFloat16 = 2, kFloat16 = 3 };
 
 }  // namespace
 
-// The C interface. Tensors are contiguous [T, N] buffers of one dtype; h, v, grad_v and tau_partials may
-// be null (not wanted / not given). tau_partials, when given, receives one float64 per block of kBlock
+// The C interface. Tensors are contiguous [T, N] buffers of one dtype; v, grad_v and tau_partials may be
+// null (not wanted / not given). The backward takes the forward's input X. tau_partials, when given, receives one float64 per block of kBlock
 // neurons (spikemlp_lif_block_size()), summed by the caller. Returns 0, or 1 (bad dtype), 2 (bad mode),
 // 3 (bad surrogate).
 extern "C" {
 
 int64_t spikemlp_lif_block_size() { return kBlock; }
 
-int spikemlp_lif_forward(int dtype, const void* x, void* spikes, void* h, void* v, int64_t T, int64_t N, int64_t mode,
+int spikemlp_lif_forward(int dtype, const void* x, void* spikes, void* v, int64_t T, int64_t N, int64_t mode,
                          int hard, double tau, double v_th, double v_reset, int n_threads) {
   switch (dtype) {
     case kFloat32:
-      return forward_dtype<float>(x, spikes, h, v, T, N, mode, hard, tau, v_th, v_reset, n_threads);
+      return forward_dtype<float>(x, spikes, v, T, N, mode, hard, tau, v_th, v_reset, n_threads);
     case kFloat64:
-      return forward_dtype<double>(x, spikes, h, v, T, N, mode, hard, tau, v_th, v_reset, n_threads);
+      return forward_dtype<double>(x, spikes, v, T, N, mode, hard, tau, v_th, v_reset, n_threads);
     case kBFloat16:
-      return forward_dtype<BFloat16Tag>(x, spikes, h, v, T, N, mode, hard, tau, v_th, v_reset, n_threads);
+      return forward_dtype<BFloat16Tag>(x, spikes, v, T, N, mode, hard, tau, v_th, v_reset, n_threads);
     case kFloat16:
-      return forward_dtype<HalfTag>(x, spikes, h, v, T, N, mode, hard, tau, v_th, v_reset, n_threads);
+      return forward_dtype<HalfTag>(x, spikes, v, T, N, mode, hard, tau, v_th, v_reset, n_threads);
     default:
       return 1;
   }
 }
 
-int spikemlp_lif_backward(int dtype, const void* grad_s, const void* grad_v, const void* h, void* grad_x, int64_t T,
+int spikemlp_lif_backward(int dtype, const void* grad_s, const void* grad_v, const void* x, void* grad_x, int64_t T,
                           int64_t N, int64_t mode, int hard, int detach_reset, int64_t surrogate, double tau,
                           double v_th, double v_reset, double alpha, double atan_scale, double* tau_partials,
                           int n_threads) {
 #define SPIKEMLP_BACKWARD(S)                                                                                   \
-  backward_dtype<S>(grad_s, grad_v, h, grad_x, T, N, mode, hard, detach_reset, surrogate, tau, v_th, v_reset, \
+  backward_dtype<S>(grad_s, grad_v, x, grad_x, T, N, mode, hard, detach_reset, surrogate, tau, v_th, v_reset, \
                     alpha, atan_scale, tau_partials, n_threads)
   switch (dtype) {
     case kFloat32:

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from mlp_spe_reference_ops import bn_train, expected_running_stats, lif, random_spikes, randomize_bn
 
-from spikemlp.layers import AxialProjection, AxialTokenMixing
+from spikemlp.layers import AxialProjection, AxialTokenMixing, axial_token_mixing
 from spikemlp.neurons import LIF
 
 T, B, C, N = 3, 2, 6, 5
@@ -93,8 +93,10 @@ def test_token_block_matches_authors_layout(identity_norm, train):
     ref_u, ref_w, ref_h, y_w, y_h = reference_block(block, x, train)
 
     assert u.shape == (T, B, C, N, N)
-    torch.testing.assert_close(spikes["w"].reshape(T, B, C, N, N), ref_w, rtol=0, atol=0)
-    torch.testing.assert_close(spikes["h"].reshape(T, B, C, N, N), ref_h, rtol=0, atol=0)
+    # The neurons see the positions in BatchNorm's layout; the module's own map takes them back.
+    for axis, ref in (("w", ref_w), ("h", ref_h)):
+        got = axial_token_mixing._FROM_BN[axis](spikes[axis].flatten(0, 1), (T * B, C, N, N))
+        torch.testing.assert_close(got, ref, rtol=0, atol=0)
     torch.testing.assert_close(u, ref_u, rtol=1e-10, atol=1e-10)
     # the comparison means something only if the branches neither stay silent nor fire everywhere
     for s in (ref_w, ref_h):

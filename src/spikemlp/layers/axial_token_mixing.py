@@ -7,8 +7,12 @@ computed on the [T * B, C, H, W] layout directly, without permuting or copying:
 
 - W branch: y[m, c, h, :] = W_w @ x[m, c, h, :] + b, a matmul on the last axis (one GEMM);
 - H branch: y[m, c, :, w] = W_h @ x[m, c, :, w] + b, a batched matmul over the (m, c) planes;
-- BatchNorm over positions: the statistic of position p pools every other axis, so BN(N) runs on the
-  contiguous view that puts p in the channel slot: [M * C * H, N] for W, [M * C, N, W] for H.
+- BatchNorm over positions: the statistic of position p pools every other axis. BN(N) runs on a copy
+  laid out [T, N, rest] (positions in the channel slot, T leading for the neuron): [T, W, B * C * H, 1]
+  for W, [T, H, B * C, W] for H. The contiguous views that would need no copy ([M * C * H, W, 1, 1]) put
+  a handful of channels with an image size of 1 before PyTorch's CPU BatchNorm, which then runs 5 to 15
+  times slower than on this layout; the copy costs far less. The branch's spikes come back as a strided
+  [T, B, C, H, W] view, and the concatenation that follows is the one copy back.
 
 ``AxialProjection`` subclasses ``nn.Conv2d`` so that its parameters are shaped as the authors' (weights
 map one to one) and tools that recognise convolutions (MAC counts, binary-input checks) see it as one.
@@ -42,18 +46,33 @@ def axial_map(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, 
     return y if bias is None else y + bias.view(n, 1)
 
 
-def _w_positions_view(y: torch.Tensor) -> torch.Tensor:
-    """[M, C, H, W] -> [M * C * H, W, 1, 1]: BatchNorm2d(W) then normalises per W position."""
-    return y.view(-1, y.shape[-1], 1, 1)
+def _w_to_bn(y: torch.Tensor, T: int) -> torch.Tensor:
+    """[M, C, H, W] -> [T, W, B * C * H, 1] (a copy): BatchNorm2d(W) normalises per W position."""
+    return y.view(T, -1, y.shape[-1]).transpose(1, 2).contiguous().unsqueeze(-1)
 
 
-def _h_positions_view(y: torch.Tensor) -> torch.Tensor:
-    """[M, C, H, W] -> [M * C, H, W, 1]: BatchNorm2d(H) then normalises per H position."""
-    return y.view(-1, y.shape[-2], y.shape[-1], 1)
+def _w_from_bn(z: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """_w_to_bn's layout back to [T, B, C, H, W] (a strided view)."""
+    M, C, H, W = shape
+    T = z.shape[0]
+    return z.view(T, W, M // T, C, H).permute(0, 2, 3, 4, 1)
+
+
+def _h_to_bn(y: torch.Tensor, T: int) -> torch.Tensor:
+    """[M, C, H, W] -> [T, H, B * C, W] (a copy): BatchNorm2d(H) normalises per H position."""
+    return y.view(T, -1, y.shape[-2], y.shape[-1]).transpose(1, 2).contiguous()
+
+
+def _h_from_bn(z: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """_h_to_bn's layout back to [T, B, C, H, W] (a strided view)."""
+    M, C, H, W = shape
+    T = z.shape[0]
+    return z.view(T, H, M // T, C, W).permute(0, 2, 3, 1, 4)
 
 
 _PROJECT = {"w": partial(axial_map, axis="w"), "h": partial(axial_map, axis="h")}
-_BN_VIEW = {"w": _w_positions_view, "h": _h_positions_view}
+_TO_BN = {"w": _w_to_bn, "h": _h_to_bn}
+_FROM_BN = {"w": _w_from_bn, "h": _h_from_bn}
 
 
 class AxialProjection(nn.Conv2d):
@@ -84,11 +103,8 @@ class AxialProjection(nn.Conv2d):
 
 
 def positional_batch_norm(bn: nn.BatchNorm2d, y: torch.Tensor, axis: str) -> torch.Tensor:
-    """BN with the positions along ``axis`` of y [M, C, H, W] as its features, on a contiguous view."""
-    M, C, H, W = y.shape
-    if axis == "w":
-        return bn(y.view(M * C * H, W, 1, 1)).view(M, C, H, W)
-    return bn(y.view(M * C, H, W, 1)).view(M, C, H, W)
+    """BN with the positions along ``axis`` of y [M, C, H, W] as its features (output shaped as y)."""
+    return _FROM_BN[axis](bn(_TO_BN[axis](y, 1)), y.shape).reshape(y.shape)
 
 
 class AxialTokenMixing(nn.Module):
@@ -125,26 +141,28 @@ class AxialTokenMixing(nn.Module):
         self.recompute_projection = True
 
     def _branch(self, xm: torch.Tensor, proj: AxialProjection, bn: nn.Module, lif: nn.Module, T: int):
-        # Projection, BN over the positions of one axis (positional_batch_norm's views), then the neuron.
-        # In training these are fused: only the projection's input spikes are kept for the backward
-        # (recompute_projection) or its output (otherwise), not the normalised values and the charge too.
-        if not isinstance(bn, nn.modules.batchnorm._BatchNorm):  # folded away (MFI): no BN view needed
-            return lif(bn(proj(xm)).unflatten(0, (T, -1))).flatten(0, 1)
-        view = _BN_VIEW[proj.axis]
+        """Spikes [T, B, C, H, W] (possibly a strided view) of one axis: projection, BN over the positions
+        of that axis (in the _TO_BN layout), then the neuron. In training these are fused: only the
+        projection's input spikes (recompute_projection) or its output (otherwise) are kept for the
+        backward, not the normalised values and the charge too."""
+        if not isinstance(bn, nn.modules.batchnorm._BatchNorm):  # folded away (MFI): no BN layout needed
+            return lif(bn(proj(xm)).unflatten(0, (T, -1)))
+        to_bn, from_bn = partial(_TO_BN[proj.axis], T=T), _FROM_BN[proj.axis]
         if self.recompute_projection:
-            return projection_batch_norm_lif(xm, proj, _PROJECT[proj.axis], view, bn, lif, T)
+            return projection_batch_norm_lif(xm, proj, _PROJECT[proj.axis], to_bn, bn, lif, T, from_bn)
         y = proj(xm)
-        return batch_norm_lif(view(y), bn, lif, T).view_as(y)
+        return from_bn(batch_norm_lif(to_bn(y), bn, lif, T), y.shape)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         T = x.shape[0]
         xm = x.flatten(0, 1)
         if self.identity_norm is not None:
-            identity = self.identity_lif(self.identity_norm(xm).unflatten(0, (T, -1))).flatten(0, 1)
+            identity = self.identity_lif(self.identity_norm(xm).unflatten(0, (T, -1)))
         else:
-            identity = xm
+            identity = x
         x_h = self._branch(xm, self.proj_h, self.norm_h, self.lif_h, T)
         x_w = self._branch(xm, self.proj_w, self.norm_w, self.lif_w, T)
         # All three parts are spikes, so the concatenation is too: autograd may keep it as bool.
-        u = self.fuse_norm(self.fuse(mark_binary(torch.cat((identity, x_h, x_w), dim=1))))
+        spikes = torch.cat((identity, x_h, x_w), dim=2).flatten(0, 1)
+        u = self.fuse_norm(self.fuse(mark_binary(spikes)))
         return u.unflatten(0, (T, -1))

@@ -74,20 +74,20 @@ class _ProjectionBatchNormLIF(torch.autograd.Function):
     def forward(
         ctx, y, inp, weight, bias, bn_w, bn_b, running_mean, running_var, momentum, eps, fns, T, tau, spec
     ):
-        project, bn_view = fns
+        project, bn_view, _ = fns
         yn, mean, invstd = torch.ops.aten.native_batch_norm(
             bn_view(y), bn_w, bn_b, running_mean, running_var, True, momentum, eps
         )
         spikes, _ = fused_cpu.forward_kernel(yn.view(T, -1), tau, spec)
         ctx.save_for_backward(inp, weight, bias, bn_w, bn_b, mean, invstd)
         ctx.fns, ctx.eps, ctx.T, ctx.tau, ctx.spec = fns, eps, T, tau, spec
-        return spikes.view_as(y)
+        return spikes
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_spikes):
         inp, weight, bias, bn_w, bn_b, mean, invstd = ctx.saved_tensors
-        project, bn_view = ctx.fns
+        project, bn_view, from_bn = ctx.fns
         leaves = [None if t is None else t.detach().requires_grad_(need)
                   for t, need in zip((inp, weight, bias), ctx.needs_input_grad[1:4])]  # fmt: skip
         with torch.enable_grad():
@@ -103,7 +103,8 @@ class _ProjectionBatchNormLIF(torch.autograd.Function):
             grad_yn.view_as(y_bn), y_bn, bn_w, None, None, mean, invstd, True, ctx.eps, [True, *need_bn]
         )
         wanted = [t for t in leaves if t is not None and t.requires_grad]
-        grads = iter(torch.autograd.grad(y, wanted, grad_y.view_as(y)) if wanted else ())
+        grad_y = from_bn(grad_y, y.shape).reshape(y.shape)
+        grads = iter(torch.autograd.grad(y, wanted, grad_y) if wanted else ())
         grad_inp, grad_w, grad_b = (
             next(grads) if t is not None and t.requires_grad else None for t in leaves
         )
@@ -154,30 +155,38 @@ def projection_batch_norm_lif(
     bn: nn.Module,
     lif: nn.Module,
     T: int,
+    from_bn=None,
 ) -> torch.Tensor:
-    """Spikes ``lif(bn(bn_view(proj(inp))))`` in proj's output shape, keeping only ``inp`` for the backward.
+    """Spikes ``from_bn(lif(bn(bn_view(proj(inp)))), y.shape)``, keeping only ``inp`` for the backward.
 
     ``project(inp, proj.weight, proj.bias)`` must compute exactly what ``proj(inp)`` does (the backward
-    recomputes the projection with it); ``bn_view`` reshapes the projection's output into the layout ``bn``
-    expects, with T leading. For spike inputs (saved as bool, see ``spike_storage``) this keeps 1 byte per
-    input element instead of the 4 per output element of the projection. Falls back to the unfused ops when
-    the fused path does not apply or forward hooks observe ``proj``.
+    recomputes the projection with it); ``bn_view`` puts the projection's output y into the layout ``bn``
+    expects, with T leading (a view or a copy); ``from_bn(z, y.shape)`` takes a tensor in that layout back
+    to y's element order, in any shape that reshapes to y's (default: ``z.view(y.shape)``). For spike
+    inputs (saved as bool, see ``spike_storage``) this keeps 1 byte per input element instead of the 4 per
+    output element of the projection. Falls back to the unfused ops when the fused path does not apply or
+    forward hooks observe ``proj``.
     """
+    from_bn = from_bn or _view_back
     if _observed(proj) or not _fusable(inp, bn, lif) or not (inp.requires_grad or proj.weight.requires_grad):
         y = proj(inp)
-        return batch_norm_lif(bn_view(y), bn, lif, T).view_as(y)
+        return from_bn(batch_norm_lif(bn_view(y), bn, lif, T), y.shape)
     with torch.no_grad():
         y = proj(inp)
     if not y.is_contiguous() or not bn_view(y).is_contiguous():
         y = proj(inp)
-        return batch_norm_lif(bn_view(y), bn, lif, T).view_as(y)
+        return from_bn(batch_norm_lif(bn_view(y), bn, lif, T), y.shape)
     momentum, running_mean, running_var = _running_update(bn)
     spikes = _ProjectionBatchNormLIF.apply(
         y, inp, proj.weight, proj.bias, bn.weight, bn.bias, running_mean, running_var, momentum, bn.eps,
-        (project, bn_view), T, lif.tau, _spec(lif),
+        (project, bn_view, from_bn), T, lif.tau, _spec(lif),
     )  # fmt: skip
     _mark_spikes(spikes)
-    return spikes
+    return from_bn(spikes, y.shape)
+
+
+def _view_back(z: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    return z.view(shape)
 
 
 def batch_norm_lif(x: torch.Tensor, bn: nn.Module, lif: nn.Module, T: int) -> torch.Tensor:

@@ -376,7 +376,9 @@ def test_projection_recompute_switch():
     assert not any(m.recompute_projection for m in blocks)
 
 
-def test_memory_saving_false_turns_both_savings_off_with_the_same_results():
+def test_memory_saving_false_turns_the_savings_off_with_the_same_results(monkeypatch):
+    from spikemlp.neurons import bn_lif
+
     kw = dict(img_size=16, patch_size=2, embed_dim=6, depths=(1, 2), num_classes=5, T=2)
     torch.manual_seed(0)
     saving = MLPSPE(**kw)
@@ -385,9 +387,16 @@ def test_memory_saving_false_turns_both_savings_off_with_the_same_results():
     fast.load_state_dict(saving.state_dict())
     blocks = [m for m in fast.modules() if hasattr(m, "recompute_projection")]
     assert saving.compact_spikes and not fast.compact_spikes
-    assert blocks and not any(m.recompute_projection for m in blocks)
+    assert blocks and not any(m.recompute_projection or m.fuse_bn_lif for m in blocks)
+    # The memory-saving model runs the fused BN + LIF functions; the other never asks for them.
+    fused_calls = []
+    for fn in (bn_lif._BatchNormLIF, bn_lif._ProjectionBatchNormLIF):
+        monkeypatch.setattr(fn, "apply", lambda *a, real=fn.apply: fused_calls.append(1) or real(*a))
     x = torch.randn(3, 3, 16, 16)
-    out_saving, out_fast = saving(x), fast(x)
+    out_fast = fast(x)
+    assert not fused_calls
+    out_saving = saving(x)
+    assert fused_calls
     out_saving.square().sum().backward()
     out_fast.square().sum().backward()
     torch.testing.assert_close(out_fast, out_saving, rtol=0, atol=0)

@@ -137,8 +137,10 @@ class AxialTokenMixing(nn.Module):
             self.identity_lif = None
         self.fuse = nn.Conv2d(3 * dim, dim, kernel_size=1, bias=False)
         self.fuse_norm = nn.BatchNorm2d(dim)
-        # Training memory: recompute the projections in the backward instead of keeping their outputs.
+        # Training memory: recompute the projections in the backward instead of keeping their outputs,
+        # and BN in the backward instead of keeping its output for the neuron (fused BN + LIF).
         self.recompute_projection = True
+        self.fuse_bn_lif = True
 
     def _branch(self, xm: torch.Tensor, proj: AxialProjection, bn: nn.Module, lif: nn.Module, T: int):
         """Spikes [T, B, C, H, W] (possibly a strided view) of one axis: projection, BN over the positions
@@ -151,7 +153,7 @@ class AxialTokenMixing(nn.Module):
         if self.recompute_projection:
             return projection_batch_norm_lif(xm, proj, _PROJECT[proj.axis], to_bn, bn, lif, T, from_bn)
         y = proj(xm)
-        return from_bn(batch_norm_lif(to_bn(y), bn, lif, T), y.shape)
+        return from_bn(batch_norm_lif(to_bn(y), bn, lif, T, self.fuse_bn_lif), y.shape)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         T = x.shape[0]

@@ -56,8 +56,10 @@ class ChannelMLP(nn.Module):
         self.lif = neuron_layer()
         self.fc2 = nn.Linear(hidden, dim)
         self.norm2 = nn.BatchNorm1d(num_tokens if channel_bn == "token" else dim)
-        # Training memory: recompute fc1 in the backward from the (compactly saved) input spikes.
+        # Training memory: recompute fc1 in the backward from the (compactly saved) input spikes, and BN
+        # in the backward instead of keeping its output for the neuron (fused BN + LIF).
         self.recompute_projection = True
+        self.fuse_bn_lif = True
 
     def _norm(self, bn: nn.BatchNorm1d, y: torch.Tensor) -> torch.Tensor:
         # y: [M, L, D] contiguous. Token mode: BN1d(L) on the 3D tensor (statistic per token);
@@ -82,7 +84,7 @@ class ChannelMLP(nn.Module):
                 y = projection_batch_norm_lif(tokens, self.fc1, F.linear, view, self.norm1, self.lif, T)
             else:
                 y = self.fc1(tokens)
-                y = batch_norm_lif(view(y), self.norm1, self.lif, T).view_as(y)
+                y = batch_norm_lif(view(y), self.norm1, self.lif, T, self.fuse_bn_lif).view_as(y)
         else:  # BN folded into the neuron (MFI)
             y = self.lif(self._norm(self.norm1, self.fc1(tokens)).unflatten(0, (T, B))).flatten(0, 1)
         y = self._norm(self.norm2, self.fc2(y))

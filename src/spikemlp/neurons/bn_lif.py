@@ -189,12 +189,13 @@ def _view_back(z: torch.Tensor, shape: torch.Size) -> torch.Tensor:
     return z.view(shape)
 
 
-def batch_norm_lif(x: torch.Tensor, bn: nn.Module, lif: nn.Module, T: int) -> torch.Tensor:
+def batch_norm_lif(x: torch.Tensor, bn: nn.Module, lif: nn.Module, T: int, fuse: bool = True) -> torch.Tensor:
     """Spikes ``lif(bn(x))`` with x laid out as ``bn`` expects and T the leading factor of its first axis.
 
     The neuron sees ``bn(x)`` as [T, ...] (x.view(T, -1) order); the spikes come back in x's shape.
+    ``fuse=False`` always runs the two modules as they are: no recomputation, one more saved tensor.
     """
-    if not _fusable(x, bn, lif):
+    if not (fuse and _fusable(x, bn, lif)):
         y = bn(x)
         return lif(y.unflatten(0, (T, -1))).flatten(0, 1)
     momentum, running_mean, running_var = _running_update(bn)

@@ -142,6 +142,27 @@ def test_param_groups_split_lif_scalars_and_weight_decay_exclusions():
     assert (groups["lif"]["lr"], groups["lif"]["weight_decay"]) == (1e-4, 0.0)
 
 
+@pytest.mark.parametrize("opt", ["adamw", "sgd"])
+def test_fused_optimizer_gives_the_loop_implementations_update(opt):
+    from spikemlp.train.optim import build_optimizer
+
+    steps = {}
+    for fused in (True, False):
+        torch.manual_seed(0)
+        model = timm.create_model("train_tiny_snn", lif_scalars=True)
+        cfg = from_dict({"opt": opt, "lr": 0.05, "weight_decay": 0.05, "opt_fused": fused})
+        optimizer = build_optimizer(model, cfg, global_batch=8)
+        assert bool(optimizer.defaults.get("fused")) is fused
+        x = torch.randn(8, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+        for _ in range(3):
+            optimizer.zero_grad()
+            model(x).square().mean().backward()
+            optimizer.step()
+        steps[fused] = [p.detach().clone() for p in model.parameters()]
+    for a, b in zip(steps[True], steps[False]):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
 def test_lif_scalars_stay_frozen_during_the_first_epoch_then_learn(tmp_path):
     cfg = tiny(model_kwargs={"lif_scalars": True}, max_steps_per_epoch=3, lif_lr=0.05, eval_every=5)
     one = train(from_dict({"epochs": 1}, base=cfg), tmp_path / "one").model

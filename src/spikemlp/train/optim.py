@@ -85,7 +85,13 @@ def build_optimizer(model: nn.Module, cfg, global_batch: int) -> torch.optim.Opt
         hint = f" Did you mean {', '.join(close)}?" if close else ""
         raise ValueError(f"unknown optimizer '{cfg.opt}'.{hint} Common choices: sgd, nesterov, adamw, lamb")
     kwargs = {"momentum": cfg.momentum} if name in ("momentum", "nesterov") else {}
+    if cfg.opt_fused and name in _FUSED:
+        kwargs["fused"] = True
     return create_optimizer_v2(groups, opt=name, lr=lr, weight_decay=cfg.weight_decay, **kwargs)
+
+
+# timm names whose torch.optim class has a fused kernel on CPU and CUDA (Adam, AdamW, SGD with momentum).
+_FUSED = ("adam", "adamw", "momentum")
 
 
 def build_scheduler(optimizer, cfg, global_batch: int, total_steps: int, warmup_steps: int):

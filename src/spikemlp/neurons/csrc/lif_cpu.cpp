@@ -7,7 +7,8 @@
 // every elementwise operation exactly as PyTorch does for bfloat16/float16 (compute in float, round),
 // so the spikes are bit-identical to the reference. Build flags keep that true (see fused_cpu.py):
 // -O3 -ffp-contract=off, no -ffast-math (no FMA contraction, IEEE division); -fno-trapping-math,
-// -mavx2 and -mavx512* only let the compiler vectorise, they do not change any value.
+// -mavx2 and -mavx512* only let the compiler vectorise, they do not change any value; -mfma only makes
+// the explicit mul_add of the backward's exp polynomial one instruction.
 //
 // The backward reads only the forward's input X (storage dtype): it recomputes the charge H of a block of
 // neurons for all steps (the forward's arithmetic, so the same H), then the spike with the forward's own
@@ -138,6 +139,17 @@ void parallel_blocks(int64_t n_blocks, int64_t work_per_block, int n_threads, co
   for (auto& th : pool) th.join();
 }
 
+// a * b + c, fused (one rounding) where the CPU has FMA. Used only in the backward's exp below: the build
+// forbids the compiler to fuse anything itself (-ffp-contract=off), so the forward's arithmetic stays
+// PyTorch's.
+static inline float mul_add(float a, float b, float c) {
+#ifdef __FMA__
+  return __builtin_fmaf(a, b, c);
+#else
+  return a * b + c;
+#endif
+}
+
 // exp for the sigmoid surrogate: Cephes' single-precision polynomial (relative error < 1e-7), in plain
 // branch-free arithmetic so that the backward loop vectorises (libm's expf does not without -ffast-math).
 static inline float exp_approx(float x) {
@@ -147,15 +159,15 @@ static inline float exp_approx(float x) {
   const float km = x * 1.44269504088896341f + magic;
   const float kf = km - magic;
   const int32_t k = __builtin_bit_cast(int32_t, km) - 0x4B400000;
-  float r = x - kf * 0.693359375f;  // x - k ln 2 in two steps (Cody-Waite)
-  r = r - kf * -2.12194440e-4f;
+  float r = mul_add(-kf, 0.693359375f, x);  // x - k ln 2 in two steps (Cody-Waite)
+  r = mul_add(-kf, -2.12194440e-4f, r);
   float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  const float y = p * (r * r) + r + 1.0f;
+  p = mul_add(p, r, 1.3981999507e-3f);
+  p = mul_add(p, r, 8.3334519073e-3f);
+  p = mul_add(p, r, 4.1665795894e-2f);
+  p = mul_add(p, r, 1.6666665459e-1f);
+  p = mul_add(p, r, 5.0000001201e-1f);
+  const float y = mul_add(p, r * r, r) + 1.0f;
   return y * __builtin_bit_cast(float, static_cast<uint32_t>(k + 127) << 23);
 }
 
@@ -197,15 +209,32 @@ static inline typename Storage<S>::op reset(typename Storage<S>::op h, typename 
   }
 }
 
+// Whether 1/tau is exact (tau a power of two, as the default 2): then q * (1/tau) is the same number as
+// q / tau (both are the correctly rounded q / tau), and the step multiplies instead of dividing.
+template <typename op>
+static inline bool exact_reciprocal(op tau) {
+  int exponent = 0;
+  return tau > op(0) && std::frexp(tau, &exponent) == op(0.5);
+}
+
 // One time step of a block of n neurons. The constants come in as plain arguments and the arrays as
-// restrict pointers, so the compiler sees no aliasing and vectorises the loop.
-template <typename S, int64_t MODE, bool HARD>
+// restrict pointers, so the compiler sees no aliasing and vectorises the loop. MUL_INV: tau has an exact
+// reciprocal, passed as inv_tau (a division per neuron costs more than the rest of the step).
+template <typename S, int64_t MODE, bool HARD, bool MUL_INV = false>
 static inline void forward_step(const typename Storage<S>::raw* __restrict xt, typename Storage<S>::raw* __restrict st,
                                 typename Storage<S>::op* __restrict v, typename Storage<S>::op* __restrict h,
                                 int64_t n, typename Storage<S>::op tau, typename Storage<S>::op v_th,
                                 typename Storage<S>::op v_reset) {
   using St = Storage<S>;
   using op = typename St::op;
+  const op inv_tau = op(1) / tau;
+  const auto over_tau = [&](op q) {
+    if constexpr (MUL_INV) {
+      return q * inv_tau;
+    } else {
+      return q / tau;
+    }
+  };
   for (int64_t i = 0; i < n; ++i) {
     const op xi = St::load(xt[i]);
     const op vi = v[i];
@@ -215,12 +244,12 @@ static inline void forward_step(const typename Storage<S>::raw* __restrict xt, t
     } else if constexpr (MODE == kDecayInput) {
       // H = V + (X - (V - V_reset)) / tau
       const op a = St::round(vi - v_reset);
-      const op c = St::round(St::round(xi - a) / tau);
+      const op c = St::round(over_tau(St::round(xi - a)));
       hi = St::round(vi + c);
     } else {
       // H = V - (V - V_reset) / tau + X
       const op a = St::round(vi - v_reset);
-      const op c = St::round(a / tau);
+      const op c = St::round(over_tau(a));
       hi = St::round(St::round(vi - c) + xi);
     }
     const op u = St::round(hi - v_th);
@@ -245,6 +274,7 @@ void forward_kernel(const typename Storage<S>::raw* x, typename Storage<S>::raw*
   const op v_th = St::round(static_cast<op>(v_th_d));
   const op v_reset = St::round(static_cast<op>(v_reset_d));
   const op v_init = HARD ? v_reset : op(0);
+  const bool mul_inv = exact_reciprocal(tau);
   const int64_t n_blocks = (N + kBlock - 1) / kBlock;
   const int64_t outputs = 1 + (v_out != nullptr);
   const bool stream = outputs * T * N * static_cast<int64_t>(sizeof(raw)) >= kStreamBytes;
@@ -258,7 +288,10 @@ void forward_kernel(const typename Storage<S>::raw* x, typename Storage<S>::raw*
       const int64_t n = std::min(kBlock, N - i0);
       for (int64_t i = 0; i < n; ++i) v[i] = v_init;
       for (int64_t t = 0; t < T; ++t) {
-        forward_step<S, MODE, HARD>(x + t * N + i0, s_local, v, h, n, tau, v_th, v_reset);
+        if (mul_inv)
+          forward_step<S, MODE, HARD, true>(x + t * N + i0, s_local, v, h, n, tau, v_th, v_reset);
+        else
+          forward_step<S, MODE, HARD>(x + t * N + i0, s_local, v, h, n, tau, v_th, v_reset);
         emit(spikes + t * N + i0, s_local, n, stream);
         if (v_out != nullptr) {
           for (int64_t i = 0; i < n; ++i) out[i] = St::store(v[i]);
@@ -282,10 +315,14 @@ static void recompute_charge(const typename Storage<S>::raw* x, int64_t T, int64
   op v[kBlock];
   op h[kBlock];
   alignas(64) raw s_unused[kBlock];
+  const bool mul_inv = exact_reciprocal(tau);
   for (int64_t i = 0; i < n; ++i) v[i] = HARD ? v_reset : op(0);
   auto run = [&](auto mode_c) {
     for (int64_t t = 0; t < T; ++t) {
-      forward_step<S, decltype(mode_c)::value, HARD>(x + t * N + i0, s_unused, v, h, n, tau, v_th, v_reset);
+      if (mul_inv)
+        forward_step<S, decltype(mode_c)::value, HARD, true>(x + t * N + i0, s_unused, v, h, n, tau, v_th, v_reset);
+      else
+        forward_step<S, decltype(mode_c)::value, HARD>(x + t * N + i0, s_unused, v, h, n, tau, v_th, v_reset);
       raw* __restrict ht = h_block + t * kBlock;
       for (int64_t i = 0; i < n; ++i) ht[i] = St::store(h[i]);
     }

@@ -87,26 +87,25 @@ class PatchCell(nn.Module):
         return torch.cat((n1, n2, n3), dim=2)
 
 
+def _axial_branch(n: int, to_channels: tuple, back: tuple) -> nn.Sequential:
+    """Positions of one axis into the channel slot, 1x1 conv, BN, LIF, and the permutation back."""
+    return nn.Sequential(
+        Rearrange(to_channels),
+        layer.Conv2d(n, n, 1, step_mode=STEP_MODE),
+        layer.BatchNorm2d(n, step_mode=STEP_MODE),
+        lif_node(),
+        Rearrange(back),
+    )
+
+
 class TokenBlock(nn.Module):
     """Axial token mixing: 1x1 convs with W (or H) moved into the channel slot, then fuse."""
 
     def __init__(self, n: int, dim: int):
         super().__init__()
         # [T, B, C, H, W] -> [T, B, W, C, H] and back; [T, B, C, H, W] -> [T, B, H, C, W] and back.
-        self.proj_w = nn.Sequential(
-            Rearrange((0, 1, 4, 2, 3)),
-            layer.Conv2d(n, n, 1, step_mode=STEP_MODE),
-            layer.BatchNorm2d(n, step_mode=STEP_MODE),
-            lif_node(),
-            Rearrange((0, 1, 3, 4, 2)),
-        )
-        self.proj_h = nn.Sequential(
-            Rearrange((0, 1, 3, 2, 4)),
-            layer.Conv2d(n, n, 1, step_mode=STEP_MODE),
-            layer.BatchNorm2d(n, step_mode=STEP_MODE),
-            lif_node(),
-            Rearrange((0, 1, 3, 2, 4)),
-        )
+        self.proj_w = _axial_branch(n, (0, 1, 4, 2, 3), (0, 1, 3, 4, 2))
+        self.proj_h = _axial_branch(n, (0, 1, 3, 2, 4), (0, 1, 3, 2, 4))
         self.fuse = conv_bn(3 * dim, dim, 1, 1, 0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

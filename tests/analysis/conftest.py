@@ -8,21 +8,12 @@ import torch
 from torch import nn
 
 import spikemlp  # noqa: F401  (registers the models)
+from lively_bn import randomize_bn_lively
 
 
 def _lively(model: nn.Module, seed: int = 0) -> nn.Module:
-    # Random BN statistics and affine parameters, so that spikes reach the last stage and the head
-    # (a fresh MLP-SPE barely fires past stage 0).
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for bn in model.modules():
-            if isinstance(bn, nn.modules.batchnorm._BatchNorm):
-                n = bn.num_features
-                bn.running_mean.copy_(torch.rand(n, generator=g) - 0.5)
-                bn.running_var.copy_(torch.rand(n, generator=g) * 1.5 + 0.2)
-                bn.weight.copy_(torch.rand(n, generator=g) * 2 + 0.5)
-                bn.bias.copy_(torch.rand(n, generator=g) * 1.2 - 0.2)
-    return model.eval()
+    # Spikes reach the last stage and the head (a fresh MLP-SPE barely fires past stage 0).
+    return randomize_bn_lively(model, torch.Generator().manual_seed(seed)).eval()
 
 
 @pytest.fixture(scope="module")

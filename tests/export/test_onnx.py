@@ -9,6 +9,7 @@ import timm
 import torch
 
 import spikemlp  # noqa: F401  (registers the models)
+from lively_bn import randomize_bn_lively
 from spikemlp.cli import main
 from spikemlp.convert.snn_mlp import from_spikemlp
 from spikemlp.export import export_onnx
@@ -70,16 +71,7 @@ def test_cli_reports_an_unknown_model(tmp_path, capsys):
 def _lively_mlp_spe() -> torch.nn.Module:
     # Random BN statistics and affine parameters, so that spikes reach every stage and the head.
     model = timm.create_model("mlp_spe_xt_cifar", embed_dim=6, depths=(1, 1, 1, 1), T=2)
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for bn in model.modules():
-            if isinstance(bn, torch.nn.modules.batchnorm._BatchNorm):
-                n = bn.num_features
-                bn.running_mean.copy_(torch.rand(n, generator=g) - 0.5)
-                bn.running_var.copy_(torch.rand(n, generator=g) * 1.5 + 0.2)
-                bn.weight.copy_(torch.rand(n, generator=g) * 2 + 0.5)
-                bn.bias.copy_(torch.rand(n, generator=g) * 1.2 - 0.2)
-    return model.eval()
+    return randomize_bn_lively(model, torch.Generator().manual_seed(0)).eval()
 
 
 def test_mlp_spe_exports_its_neurons_not_a_constant(tmp_path):

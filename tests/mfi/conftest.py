@@ -14,20 +14,18 @@ import torch
 from torch import nn
 
 import spikemlp  # noqa: F401  (registers the models)
+from lively_bn import randomize_bn_lively
 
 
 def lively_mlp_spe(seed: int = 0, dtype=torch.float64, **kwargs) -> nn.Module:
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     model = timm.create_model("mlp_spe_xt_cifar", embed_dim=6, depths=(1, 1, 1, 1), **kwargs)
+    randomize_bn_lively(model, g)
     with torch.no_grad():
         for bn in model.modules():
             if isinstance(bn, nn.modules.batchnorm._BatchNorm):
                 n = bn.num_features
-                bn.running_mean.copy_(torch.rand(n, generator=g) - 0.5)
-                bn.running_var.copy_(torch.rand(n, generator=g) * 1.5 + 0.2)
-                bn.weight.copy_(torch.rand(n, generator=g) * 2 + 0.5)
-                bn.bias.copy_(torch.rand(n, generator=g) * 1.2 - 0.2)
                 bn.weight[0] *= -1  # a negative scale: the folded neuron sees -z
                 if n > 2:
                     bn.weight[1] = 0.0  # a zero scale: the neuron sees a constant

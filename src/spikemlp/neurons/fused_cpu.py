@@ -135,7 +135,8 @@ def _ptr(t: torch.Tensor | None) -> int | None:
     return None if t is None else t.data_ptr()
 
 
-def _forward(x_seq: torch.Tensor, tau: float, spec: NeuronSpec, return_membrane: bool):
+def forward_kernel(x_seq: torch.Tensor, tau: float, spec: NeuronSpec, return_membrane: bool = False):
+    """The forward kernel on a contiguous x_seq [T, ...]: (spikes, membrane or None)."""
     spikes = torch.empty_like(x_seq)
     v_seq = torch.empty_like(x_seq) if return_membrane else None
     T = x_seq.shape[0]
@@ -153,7 +154,7 @@ class _FusedLIF(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x_seq, tau_tensor, tau: float, spec: NeuronSpec, return_membrane: bool):
-        spikes, v_seq = _forward(x_seq, tau, spec, return_membrane)
+        spikes, v_seq = forward_kernel(x_seq, tau, spec, return_membrane)
         ctx.save_for_backward(x_seq)
         ctx.tau = tau
         ctx.spec = spec
@@ -170,11 +171,6 @@ class _FusedLIF(torch.autograd.Function):
         grad_x, grad_tau = backward_from_input(x_seq, grad_spikes, grad_v, ctx.tau, ctx.spec, want_tau)
         grad_tau = grad_tau.to(ctx.tau_dtype) if want_tau else None
         return grad_x, grad_tau, None, None, None
-
-
-def forward_kernel(x_seq: torch.Tensor, tau: float, spec: NeuronSpec, return_membrane: bool = False):
-    """The forward kernel on a contiguous x_seq [T, ...]: (spikes, membrane or None)."""
-    return _forward(x_seq, tau, spec, return_membrane)
 
 
 def backward_from_input(x_seq, grad_spikes, grad_v, tau: float, spec: NeuronSpec, want_tau: bool = False):
@@ -211,6 +207,6 @@ def lif_fused_cpu(
         x_seq.requires_grad or (tau_tensor is not None and tau_tensor.requires_grad)
     )
     if not needs_grad:
-        spikes, v_seq = _forward(x_seq, tau_value, spec, return_membrane)
+        spikes, v_seq = forward_kernel(x_seq, tau_value, spec, return_membrane)
         return (spikes, v_seq) if return_membrane else spikes
     return _FusedLIF.apply(x_seq, tau_tensor, tau_value, spec, return_membrane)

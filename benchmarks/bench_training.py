@@ -85,6 +85,9 @@ def speedrun(minutes: float, data_dir: str | None, out: Path, extra: list[str]) 
             "epoch": int(r["epoch"]),
             "minutes": round(float(r["wall_minutes"]), 2),
             "test_top1": float(r["test_top1"]),
+            "test_top1_single_view": float(r["test_top1_single_view"])
+            if r.get("test_top1_single_view")
+            else None,
             "train_top1": round(float(r["train_top1"]), 2),
         }
         for r in rows
@@ -95,6 +98,8 @@ def speedrun(minutes: float, data_dir: str | None, out: Path, extra: list[str]) 
         "recipe": "configs/cifar10_cpu_speedrun.yaml",
         "budget_minutes": minutes,
         "top1": summary["top1"],
+        "tta": summary.get("tta", "none"),
+        "top1_single_view": summary.get("top1_single_view"),
         "best_top1": summary["best_top1"],
         "epochs": summary["epochs"],
         "train_wall_seconds": round(summary["wall_seconds"], 1),

@@ -79,3 +79,44 @@ def test_two_ranks_agree_and_match_one_process_with_the_same_global_batch(tmp_pa
     assert ddp["world_size"] == 2 and ddp["global_batch"] == GLOBAL_BATCH
     assert ddp["top1"] == single.summary["top1"] and ddp["test_images"] == single.summary["test_images"]
     assert not (tmp_path / "ddp" / "rank1").exists()
+
+
+def test_the_processes_key_starts_the_data_parallel_workers_itself(tmp_path):
+    # `spikemlp train` with processes: 2 runs under torchrun without being started by it: the workers are
+    # separate processes, so the model must be one the installed package registers.
+    recipe = tmp_path / "recipe.yaml"
+    small = {"embed_dim": 12, "depths": [1, 1, 1, 1], "patch_size": 4}
+    recipe.write_text(
+        yaml.safe_dump(
+            {
+                **RECIPE,
+                "model": "mlp_spe_xt_cifar",
+                "model_kwargs": small,
+                "img_size": 32,
+                "epochs": 1,
+                "batch_size": 16,
+                "dtype": "float32",
+                "sync_bn": False,
+                "processes": 2,
+            }
+        )
+    )
+    run = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "spikemlp", "train", "-c", str(recipe), "--out", str(run)]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["global_batch"] == 32
+    assert summary["steps"] == GLOBAL_BATCH // 32  # each step takes a batch from each of the two ranks
+    assert done.stdout.count("spikemlp train:") == 1  # rank 0 alone logs
+    # processes: 1 on the command line keeps it in one process
+    done = subprocess.run(
+        [*cmd[:-1], str(tmp_path / "one"), "--processes", "1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads((tmp_path / "one" / "summary.json").read_text())["world_size"] == 1

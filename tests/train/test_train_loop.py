@@ -17,11 +17,11 @@ from safetensors.torch import load_file
 from spikemlp.cli import main as cli_main
 from spikemlp.train import NonFiniteLossError, load_config, load_state, train
 from spikemlp.train import checkpoint as ckpt
-from spikemlp.train.config import from_dict
+from spikemlp.train.config import ConfigError, from_dict
 from spikemlp.train.loaders import synthetic_split
 from spikemlp.train.optim import build_scheduler, param_groups
 from spikemlp.train.state import seed_everything
-from spikemlp.train.trainer import _criterion
+from spikemlp.train.trainer import _criterion, preflight
 
 TINY = dict(
     model="train_tiny_snn",
@@ -104,6 +104,49 @@ def test_eval_command_matches_an_independent_evaluation(trained_run, tmp_path, c
     assert reported["count"] == len(split.labels) == sum(reported["per_class_total"])
     assert re.search(rf"top-1 {top1:.2f}%\s+top-5 {top5:.2f}%", printed)
     assert printed.count("class_") == 10  # one entry per class
+
+
+def test_eval_with_flip_tta_averages_the_logits_of_the_image_and_its_mirror(trained_run, tmp_path):
+    cfg, run, _ = trained_run
+    out_json = tmp_path / "eval.json"
+    args = [
+        "eval",
+        "--checkpoint",
+        str(run),
+        "--data",
+        "synthetic",
+        "--tta",
+        "hflip",
+        "--json",
+        str(out_json),
+    ]
+    assert cli_main(args) == 0
+    reported = json.loads(out_json.read_text())
+    model = timm.create_model("train_tiny_snn", num_classes=10, T=2, img_size=8)
+    model.load_state_dict(load_file(str(run / "best" / ckpt.MODEL_FILE)))
+    model.eval()
+    split = synthetic_split("test", cfg.synthetic_size, image_size=cfg.img_size)
+    x = (split.images.float() / 255 - 0.5) / 0.25
+    with torch.no_grad():
+        plain = model(x)
+        mirrored = model(x.flip(3))  # left-right mirror: the width axis
+    both = (plain + mirrored) / 2
+    assert reported["tta"] == "hflip"
+    assert reported["loss"] == pytest.approx(
+        torch.nn.functional.cross_entropy(both, split.labels).item(), rel=1e-5
+    )
+    assert reported["top1"] == pytest.approx(100.0 * (both.argmax(1) == split.labels).float().mean().item())
+    single = 100.0 * (plain.argmax(1) == split.labels).float().mean().item()
+    assert reported["top1_single_view"] == pytest.approx(single)
+
+
+def test_flip_tta_in_a_recipe_is_used_by_training_evaluations(tmp_path):
+    s = train(tiny(epochs=1, tta="hflip"), tmp_path / "run").summary
+    assert s["tta"] == "hflip" and s["top1_single_view"] is not None
+    rows = list(csv.DictReader(open(tmp_path / "run" / "metrics.csv")))
+    assert float(rows[-1]["test_top1_single_view"]) == pytest.approx(s["top1_single_view"], abs=1e-3)
+    with pytest.raises(ConfigError, match="tta"):
+        tiny(tta="vflip")
 
 
 def test_cosine_schedule_with_warmup_follows_the_formula():
@@ -247,6 +290,8 @@ def test_time_budget_fits_the_schedule_and_ends_in_time(tmp_path):
 def test_bad_names_give_one_clear_error(tmp_path, overrides, message):
     with pytest.raises(ValueError, match=message):
         train(tiny(**overrides), tmp_path / "run")
+    with pytest.raises(ValueError, match=message):  # the same error before worker processes would start
+        preflight(tiny(**overrides), tmp_path / "run")
 
 
 def test_a_missing_data_set_names_where_it_looked(tmp_path):
@@ -254,12 +299,29 @@ def test_a_missing_data_set_names_where_it_looked(tmp_path):
         ValueError, match=rf"(?s)cifar10 not found.*cifar-10-batches-py.*{re.escape(str(tmp_path))}"
     ):
         train(tiny(data="cifar10", data_dir=str(tmp_path)), tmp_path / "run")
+    with pytest.raises(ValueError, match=r"cifar10 not found"):
+        preflight(tiny(data="cifar10", data_dir=str(tmp_path)), tmp_path / "run")
 
 
 def test_an_existing_run_is_not_overwritten(trained_run):
     _, run, _ = trained_run
     with pytest.raises(ValueError, match="already holds a training run; continue it with --resume"):
         train(tiny(), run)
+    with pytest.raises(ValueError, match="already holds a training run"):
+        preflight(tiny(), run)
+
+
+def test_worker_processes_are_not_started_for_a_run_that_cannot_start(tmp_path, monkeypatch, capsys):
+    import spikemlp.train.distributed as distributed
+
+    def no_workers(*args):
+        raise AssertionError("workers were started")
+
+    monkeypatch.setattr(distributed, "run_local_workers", no_workers)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    args = ["train", "--out", str(tmp_path / "run"), "--model", "train_tiny_snm", "--data", "synthetic"]
+    assert cli_main([*args, "--processes", "2"]) == 2
+    assert "unknown model 'train_tiny_snm'" in capsys.readouterr().err
 
 
 def test_refitting_the_schedule_keeps_the_lr_continuous_and_ends_at_the_new_total():

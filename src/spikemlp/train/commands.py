@@ -115,6 +115,11 @@ def register(subparsers) -> None:
     e.add_argument("--device", default="auto")
     e.add_argument("--ema", action="store_true", help="evaluate the EMA weights of a last/ checkpoint")
     e.add_argument("--split", default="test", choices=("train", "test"))
+    e.add_argument(
+        "--tta",
+        choices=("none", "hflip"),
+        help="test-time augmentation (default: the run's own setting, the config key tta)",
+    )
     e.add_argument("--json", help="also write the results (with per-class accuracy) to this JSON file")
     e.set_defaults(func=run_eval)
 
@@ -132,7 +137,8 @@ def _overrides(args: argparse.Namespace) -> dict:
 
 def run_train(args: argparse.Namespace) -> int:
     from .config import from_dict, load_config
-    from .trainer import read_run_config, train
+    from .distributed import launched_by_torchrun, run_local_workers
+    from .trainer import preflight, read_run_config, train
 
     overrides = _overrides(args)
     if args.resume:
@@ -145,6 +151,9 @@ def run_train(args: argparse.Namespace) -> int:
         if "model_kwargs" in overrides:
             overrides["model_kwargs"] = {**saved.get("model_kwargs", {}), **overrides["model_kwargs"]}
         cfg = from_dict({**saved, **overrides}, where=f"{run_dir}/config.yaml and the command line")
+        if cfg.processes > 1 and not launched_by_torchrun():
+            preflight(cfg, run_dir, resume=True)
+            return run_local_workers(cfg.processes, args.argv)
         train(cfg, run_dir, resume=True)
         return 0
     if not args.out:
@@ -157,6 +166,9 @@ def run_train(args: argparse.Namespace) -> int:
         recipe_kwargs = load_yaml(args.config).get("model_kwargs", {}) or {}
         overrides["model_kwargs"] = {**recipe_kwargs, **overrides["model_kwargs"]}
     cfg = load_config(args.config, overrides)
+    if cfg.processes > 1 and not launched_by_torchrun():
+        preflight(cfg, args.out, resume=False)
+        return run_local_workers(cfg.processes, args.argv)
     train(cfg, args.out, resume=False)
     return 0
 
@@ -197,7 +209,8 @@ def run_eval(args: argparse.Namespace) -> int:
         )
     pipeline = loaders.choose_pipeline(cfg.pipeline, split, facts.image_size, cfg.img_size, cfg.auto_augment)
     loader = loaders.build_eval_loader(cfg, split, facts, pipeline, 0, 1, device)
-    result = evaluate(model, loader, num_classes, device, dtype=dtype)
+    tta = args.tta or cfg.tta
+    result = evaluate(model, loader, num_classes, device, dtype=dtype, tta=tta)
     names = loaders.class_names(split, num_classes)
     where = ckpt.resolve(path) if path.is_dir() else path
     print(
@@ -208,6 +221,8 @@ def run_eval(args: argparse.Namespace) -> int:
         f"top-1 {result.top1:.2f}%  top-5 {result.top5:.2f}%  loss {result.loss:.4f}  "
         f"({result.count / max(result.seconds, 1e-9):.0f} img/s)"
     )
+    if result.top1_single_view is not None:
+        print(f"test-time augmentation {tta}: top-1 of the plain images alone {result.top1_single_view:.2f}%")
     print("per-class accuracy:")
     print(_format_per_class(names, result.per_class_accuracy(), result.per_class_total))
     if args.json:
@@ -216,6 +231,7 @@ def run_eval(args: argparse.Namespace) -> int:
             "model": cfg.model,
             "data": data,
             "split": args.split,
+            "tta": tta,
             "classes": names,
             **result.to_dict(),
         }

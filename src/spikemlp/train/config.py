@@ -99,8 +99,12 @@ class TrainConfig:
     deterministic: bool = False  # torch.use_deterministic_algorithms: bit-exact repeats and resumes
     device: str = "auto"  # auto, cpu, cuda, cuda:1
     threads: int = 0  # torch CPU threads per process (0: PyTorch's default)
+    # On a CPU, N processes of one thread each keep the cores busier than one process of N threads, in
+    # which Python and the many small ops run serially. Ignored under torchrun, which decides.
+    processes: int = 1  # data-parallel processes that spikemlp train starts itself (as torchrun --standalone)
     time_budget: float | None = None  # minutes of wall time for the whole run, final evaluation included
     eval_every: int = 1  # evaluate every this many epochs (and always after the last)
+    tta: str = "none"  # test-time augmentation: none, or hflip (mean logits of each image and its mirror)
     checkpoint_every_steps: int = 0  # also save `last` every this many optimizer steps (0: per epoch)
     log_every: int = 20  # optimizer steps between TensorBoard points
     progress: bool = True  # tqdm progress bar per epoch
@@ -247,6 +251,7 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
 _CHOICES = {
     "pipeline": ("auto", "tensor", "timm"),
     "amp": ("none", "bf16", "fp16"),
+    "tta": ("none", "hflip"),
     "dtype": ("float32", "float64"),
     "mixup_mode": ("batch", "pair", "elem"),
     "remode": ("pixel", "rand", "const"),
@@ -261,7 +266,7 @@ def validate(cfg: TrainConfig) -> None:
             raise ConfigError(
                 f"config key '{key}' must be one of {', '.join(choices)}, got {getattr(cfg, key)!r}"
             )
-    positive = ("batch_size", "epochs", "accum_steps", "eval_every", "log_every", "repeated_aug")
+    positive = ("batch_size", "processes", "epochs", "accum_steps", "eval_every", "log_every", "repeated_aug")
     for key in positive:
         if getattr(cfg, key) < 1:
             raise ConfigError(f"config key '{key}' must be at least 1, got {getattr(cfg, key)}")

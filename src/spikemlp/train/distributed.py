@@ -7,6 +7,8 @@ backend is NCCL when the run uses CUDA and gloo on CPU. Only rank 0 writes logs 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -51,6 +53,18 @@ def setup(device_name: str = "auto") -> DistInfo:
         backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(backend=backend, device_id=device if device.type == "cuda" else None)
     return DistInfo(rank=rank, local_rank=local_rank, world_size=world_size, device=device)
+
+
+def launched_by_torchrun() -> bool:
+    return "WORLD_SIZE" in os.environ
+
+
+def run_local_workers(n: int, argv: list[str]) -> int:
+    """Run ``spikemlp ARGV`` as ``n`` data-parallel processes on this machine, as
+    ``torchrun --standalone --nproc_per_node=n -m spikemlp ARGV`` would (torchrun gives each worker one
+    OpenMP thread unless OMP_NUM_THREADS is set); returns the workers' exit status."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}"]
+    return subprocess.run([*cmd, "-m", "spikemlp", *argv]).returncode
 
 
 def cleanup(info: DistInfo) -> None:

@@ -21,6 +21,8 @@ class EvalResult:
     per_class_correct: list[int] = field(default_factory=list)
     per_class_total: list[int] = field(default_factory=list)
     seconds: float = 0.0
+    # with test-time augmentation: top-1 of the plain images alone (the same pass computes it)
+    top1_single_view: float | None = None
 
     def per_class_accuracy(self) -> list[float]:
         return [
@@ -36,6 +38,7 @@ class EvalResult:
             "per_class_accuracy": self.per_class_accuracy(),
             "per_class_total": self.per_class_total,
             "seconds": self.seconds,
+            "top1_single_view": self.top1_single_view,
         }
 
 
@@ -48,22 +51,32 @@ def evaluate(
     dist_info: DistInfo | None = None,
     autocast: contextlib.AbstractContextManager | None = None,
     dtype: torch.dtype = torch.float32,
+    tta: str = "none",
 ) -> EvalResult:
-    """Accuracy of ``model`` over ``loader`` (this rank's slice); counts are summed over all ranks."""
+    """Accuracy of ``model`` over ``loader`` (this rank's slice); counts are summed over all ranks.
+
+    ``tta="hflip"`` classifies each image by the mean logits of the image and its mirror image (the
+    model runs twice); top-1 of the plain images alone is kept in ``top1_single_view``.
+    """
     import time
 
     start = time.perf_counter()
     was_training = model.training
     model.eval()
     k5 = min(5, num_classes)
-    # [correct top1 per class (K), total per class (K), correct top5, loss sum] in one tensor for one reduce
-    stats = torch.zeros(2 * num_classes + 2, dtype=torch.float64, device=device)
+    if tta not in ("none", "hflip"):
+        raise ValueError(f"tta must be 'none' or 'hflip', got {tta!r}")
+    # [correct top1 per class (K), total per class (K), correct top1 of the plain view, correct top5,
+    # loss sum] in one tensor for one reduce
+    stats = torch.zeros(2 * num_classes + 3, dtype=torch.float64, device=device)
     for images, labels in loader:
         images = images.to(device, dtype=dtype, non_blocking=True)
         labels = labels.to(device, non_blocking=True)
         with autocast or contextlib.nullcontext():
-            logits = model(images)
-        logits = logits.float()
+            logits = model(images).float()
+            stats[-3] += (logits.argmax(dim=1) == labels).sum().double()
+            if tta == "hflip":
+                logits = 0.5 * (logits + model(images.flip(-1)).float())
         stats[-1] += F.cross_entropy(logits, labels, reduction="sum").double()
         top = logits.topk(k5, dim=1).indices
         hit1 = top[:, 0] == labels
@@ -85,4 +98,5 @@ def evaluate(
         per_class_correct=correct,
         per_class_total=total,
         seconds=time.perf_counter() - start,
+        top1_single_view=100.0 * float(stats[-3]) / max(n, 1) if tta != "none" else None,
     )

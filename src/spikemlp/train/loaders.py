@@ -94,6 +94,14 @@ def facts(name: str, image_size: int | None = None) -> DataFacts:
     )
 
 
+def check_available(name: str, data_dir: str | None) -> None:
+    """Raise the data layer's error (every place searched) when data set ``name`` is not on disk."""
+    if name != SYNTHETIC:
+        from ..data.locations import find_data_dir
+
+        find_data_dir(name, data_dir)
+
+
 def load(
     name: str, split: str, data_dir: str | None, synthetic_size: int = 1024, image_size: int | None = None
 ):

@@ -50,6 +50,7 @@ METRIC_COLUMNS = [
     "test_top1",
     "test_top5",
     "test_loss",
+    "test_top1_single_view",
     "ema_top1",
     "epoch_seconds",
     "images_per_second",
@@ -241,14 +242,27 @@ class _Log:
 # the loop
 
 
-def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False) -> TrainResult:
-    """Train ``cfg`` into ``run_dir`` (continuing from ``run_dir/last`` when ``resume``)."""
-    run_dir = Path(run_dir)
+def _check_run_dir(run_dir: Path, resume: bool) -> None:
     if not resume and ((run_dir / "last").exists() or (run_dir / "last.old").exists()):
         raise ValueError(
             f"{run_dir} already holds a training run; continue it with --resume {run_dir}, or choose "
             "another --out"
         )
+
+
+def preflight(cfg: TrainConfig, run_dir: str | Path, resume: bool = False) -> None:
+    """The checks that stop a run before it starts (run folder, data set, model), made once before
+    ``spikemlp train`` starts worker processes: one clear error instead of one per worker."""
+    _check_run_dir(Path(run_dir), resume)
+    facts = loaders.facts(cfg.data, cfg.img_size)
+    loaders.check_available(cfg.data, cfg.data_dir)
+    build_model(cfg, cfg.num_classes or facts.num_classes)
+
+
+def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False) -> TrainResult:
+    """Train ``cfg`` into ``run_dir`` (continuing from ``run_dir/last`` when ``resume``)."""
+    run_dir = Path(run_dir)
+    _check_run_dir(run_dir, resume)
     info = setup(cfg.device)
     deterministic_before = torch.are_deterministic_algorithms_enabled()
     try:
@@ -633,10 +647,12 @@ def _train(cfg: TrainConfig, run_dir: Path, resume: bool, info: DistInfo) -> Tra
         # ---- evaluate
         last_eval = last_ema_eval = None
         if (epoch + 1) % cfg.eval_every == 0 or finished:
-            last_eval = evaluate(model, test_loader, num_classes, device, info, _autocast(cfg, device), dtype)
+            last_eval = evaluate(
+                model, test_loader, num_classes, device, info, _autocast(cfg, device), dtype, cfg.tta
+            )
             if ema is not None:
                 last_ema_eval = evaluate(
-                    ema.module, test_loader, num_classes, device, info, _autocast(cfg, device), dtype
+                    ema.module, test_loader, num_classes, device, info, _autocast(cfg, device), dtype, cfg.tta
                 )
             eval_seconds_est = last_eval.seconds + (last_ema_eval.seconds if last_ema_eval else 0.0)
             eval_overhead_per_epoch = eval_seconds_est / cfg.eval_every
@@ -661,6 +677,9 @@ def _train(cfg: TrainConfig, run_dir: Path, resume: bool, info: DistInfo) -> Tra
                 "test_top1": last_eval.top1 if last_eval else "",
                 "test_top5": last_eval.top5 if last_eval else "",
                 "test_loss": last_eval.loss if last_eval else "",
+                "test_top1_single_view": (
+                    last_eval.top1_single_view if last_eval and last_eval.top1_single_view is not None else ""
+                ),
                 "ema_top1": last_ema_eval.top1 if last_ema_eval else "",
                 "epoch_seconds": epoch_seconds,
                 "images_per_second": ips,
@@ -681,6 +700,8 @@ def _train(cfg: TrainConfig, run_dir: Path, resume: bool, info: DistInfo) -> Tra
             },
         )
         test_txt = f"  test {last_eval.top1:.2f}% (top-5 {last_eval.top5:.2f}%)" if last_eval else ""
+        if last_eval is not None and last_eval.top1_single_view is not None:
+            test_txt += f" [{cfg.tta}; one view {last_eval.top1_single_view:.2f}%]"
         ema_txt = f"  ema {last_ema_eval.top1:.2f}%" if last_ema_eval else ""
         log.print(
             f"epoch {epoch + 1}/{math.ceil(total_steps / updates_per_epoch)}  step {global_step}  "
@@ -711,12 +732,16 @@ def _train(cfg: TrainConfig, run_dir: Path, resume: bool, info: DistInfo) -> Tra
 
     # ---- final evaluation (already done at the last epoch end) and summary
     if last_eval is None:
-        last_eval = evaluate(model, test_loader, num_classes, device, info, _autocast(cfg, device), dtype)
+        last_eval = evaluate(
+            model, test_loader, num_classes, device, info, _autocast(cfg, device), dtype, cfg.tta
+        )
     peak_mb, peak_kind = _peak_memory_mb(device)
     summary = {
         "top1": last_eval.top1,
         "top5": last_eval.top5,
         "test_loss": last_eval.loss,
+        "tta": cfg.tta,
+        "top1_single_view": last_eval.top1_single_view,
         "ema_top1": last_ema_eval.top1 if last_ema_eval else None,
         "best_top1": best_top1,
         "best_epoch": best_epoch,

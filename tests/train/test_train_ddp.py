@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -109,6 +110,8 @@ def test_the_processes_key_starts_the_data_parallel_workers_itself(tmp_path):
     summary = json.loads((run / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["global_batch"] == 32
     assert summary["steps"] == GLOBAL_BATCH // 32  # each step takes a batch from each of the two ranks
+    # memory: rank 0's peak, and both processes' together (each holds a model and the data)
+    assert summary["peak_memory_mb_all_processes"] > 1.5 * summary["peak_memory_mb"]
     assert done.stdout.count("spikemlp train:") == 1  # rank 0 alone logs
     # processes: 1 on the command line keeps it in one process
     done = subprocess.run(
@@ -119,4 +122,14 @@ def test_the_processes_key_starts_the_data_parallel_workers_itself(tmp_path):
         timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert json.loads((tmp_path / "one" / "summary.json").read_text())["world_size"] == 1
+    one = json.loads((tmp_path / "one" / "summary.json").read_text())
+    assert one["world_size"] == 1 and one["peak_memory_mb_all_processes"] == one["peak_memory_mb"]
+
+
+def test_workers_count_the_time_budget_from_the_launch(monkeypatch):
+    from spikemlp.train.distributed import LAUNCHED_AT_ENV, seconds_since_launch
+
+    monkeypatch.delenv(LAUNCHED_AT_ENV, raising=False)
+    assert seconds_since_launch() == 0.0  # started directly: the worker's own clock
+    monkeypatch.setenv(LAUNCHED_AT_ENV, repr(time.time() - 5.0))
+    assert 5.0 <= seconds_since_launch() < 6.0

@@ -136,10 +136,13 @@ def _overrides(args: argparse.Namespace) -> dict:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    import time
+
     from .config import from_dict, load_config
     from .distributed import launched_by_torchrun, run_local_workers
     from .trainer import preflight, read_run_config, train
 
+    started_at = time.time()
     overrides = _overrides(args)
     if args.resume:
         if args.config:
@@ -153,7 +156,7 @@ def run_train(args: argparse.Namespace) -> int:
         cfg = from_dict({**saved, **overrides}, where=f"{run_dir}/config.yaml and the command line")
         if cfg.processes > 1 and not launched_by_torchrun():
             preflight(cfg, run_dir, resume=True)
-            return run_local_workers(cfg.processes, args.argv)
+            return run_local_workers(cfg.processes, args.argv, started_at)
         train(cfg, run_dir, resume=True)
         return 0
     if not args.out:
@@ -168,7 +171,7 @@ def run_train(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, overrides)
     if cfg.processes > 1 and not launched_by_torchrun():
         preflight(cfg, args.out, resume=False)
-        return run_local_workers(cfg.processes, args.argv)
+        return run_local_workers(cfg.processes, args.argv, started_at)
     train(cfg, args.out, resume=False)
     return 0
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 
 import torch
@@ -59,12 +60,25 @@ def launched_by_torchrun() -> bool:
     return "WORLD_SIZE" in os.environ
 
 
-def run_local_workers(n: int, argv: list[str]) -> int:
+# Set for the workers that ``run_local_workers`` starts: when the command began (time.time()), so that a
+# time budget also covers the launch (torchrun, the workers' imports) and not only the workers' own time.
+LAUNCHED_AT_ENV = "SPIKEMLP_LAUNCHED_AT"
+
+
+def seconds_since_launch() -> float:
+    """Seconds since ``spikemlp train`` started the workers of this run (0 when it did not)."""
+    launched = os.environ.get(LAUNCHED_AT_ENV)
+    return max(0.0, time.time() - float(launched)) if launched else 0.0
+
+
+def run_local_workers(n: int, argv: list[str], started_at: float) -> int:
     """Run ``spikemlp ARGV`` as ``n`` data-parallel processes on this machine, as
     ``torchrun --standalone --nproc_per_node=n -m spikemlp ARGV`` would (torchrun gives each worker one
-    OpenMP thread unless OMP_NUM_THREADS is set); returns the workers' exit status."""
+    OpenMP thread unless OMP_NUM_THREADS is set); returns the workers' exit status. ``started_at``
+    (time.time()) is when the command began: the workers' clocks for a time budget start there."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}"]
-    return subprocess.run([*cmd, "-m", "spikemlp", *argv]).returncode
+    env = {**os.environ, LAUNCHED_AT_ENV: repr(started_at)}
+    return subprocess.run([*cmd, "-m", "spikemlp", *argv], env=env).returncode
 
 
 def cleanup(info: DistInfo) -> None:

@@ -35,7 +35,15 @@ from torch import nn
 from . import checkpoint as ckpt
 from . import loaders
 from .config import TrainConfig, load_yaml, save_config, to_dict
-from .distributed import DistInfo, all_reduce_sum, barrier, broadcast_float, cleanup, setup
+from .distributed import (
+    DistInfo,
+    all_reduce_sum,
+    barrier,
+    broadcast_float,
+    cleanup,
+    seconds_since_launch,
+    setup,
+)
 from .evaluate import EvalResult, evaluate
 from .optim import ScheduleClock, build_optimizer, build_scheduler, lif_parameter_names
 from .state import capture_rng, restore_rng, seed_everything
@@ -273,7 +281,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False) -> TrainR
 
 
 def _train(cfg: TrainConfig, run_dir: Path, resume: bool, info: DistInfo) -> TrainResult:
-    t_start = time.perf_counter()
+    t_start = time.perf_counter() - seconds_since_launch()  # workers: the clock began at the launch
     device = info.device
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
@@ -736,6 +744,8 @@ def _train(cfg: TrainConfig, run_dir: Path, resume: bool, info: DistInfo) -> Tra
             model, test_loader, num_classes, device, info, _autocast(cfg, device), dtype, cfg.tta
         )
     peak_mb, peak_kind = _peak_memory_mb(device)
+    # every process's peak together: what the run needs of the machine (rank 0's alone is peak_memory_mb)
+    peak_all_mb = float(all_reduce_sum(torch.tensor([peak_mb], dtype=torch.float64, device=device), info))
     summary = {
         "top1": last_eval.top1,
         "top5": last_eval.top5,
@@ -752,6 +762,7 @@ def _train(cfg: TrainConfig, run_dir: Path, resume: bool, info: DistInfo) -> Tra
         "images_per_second": train_images / max(train_seconds, 1e-9),
         "peak_memory_mb": peak_mb,
         "peak_memory_kind": peak_kind,
+        "peak_memory_mb_all_processes": peak_all_mb,
         "stopped_by": stop_reason,
         "model": cfg.model,
         "parameters": n_params,

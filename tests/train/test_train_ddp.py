@@ -10,11 +10,13 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 import train_tiny_models  # noqa: F401  (registers train_tiny_snn in this process)
 import yaml
 from safetensors.torch import load_file
 
+from spikemlp.cli import main as cli_main
 from spikemlp.train import load_config, train
 
 HERE = Path(__file__).resolve().parent
@@ -113,6 +115,11 @@ def test_the_processes_key_starts_the_data_parallel_workers_itself(tmp_path):
     # memory: rank 0's peak, and both processes' together (each holds a model and the data)
     assert summary["peak_memory_mb_all_processes"] > 1.5 * summary["peak_memory_mb"]
     assert done.stdout.count("spikemlp train:") == 1  # rank 0 alone logs
+    # the run's own evaluation (both ranks, half the test set each) is that of its checkpoint: the ranks
+    # evaluate with rank 0's BatchNorm statistics, which the checkpoint holds
+    assert cli_main(["eval", "--checkpoint", str(run / "last"), "--json", str(tmp_path / "eval.json")]) == 0
+    checkpoint_eval = json.loads((tmp_path / "eval.json").read_text())
+    assert checkpoint_eval["loss"] == pytest.approx(summary["test_loss"], rel=1e-6)
     # processes: 1 on the command line keeps it in one process
     done = subprocess.run(
         [*cmd[:-1], str(tmp_path / "one"), "--processes", "1"],

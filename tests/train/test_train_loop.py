@@ -80,6 +80,15 @@ def test_training_learns_and_writes_the_run_folder(trained_run):
     assert ckpt.load_state(run / "last")["counters"]["global_step"] == s["steps"]
 
 
+def _best_model_and_test_images_by_hand(cfg, run):
+    """The run's best weights in a model built without the library's loader, and the normalised test set."""
+    model = timm.create_model("train_tiny_snn", num_classes=10, T=2, img_size=8)
+    model.load_state_dict(load_file(str(run / "best" / ckpt.MODEL_FILE)))
+    model.eval()
+    split = synthetic_split("test", cfg.synthetic_size, image_size=cfg.img_size)
+    return model, split, (split.images.float() / 255 - 0.5) / 0.25
+
+
 def test_eval_command_matches_an_independent_evaluation(trained_run, tmp_path, capsys):
     cfg, run, _ = trained_run
     out_json = tmp_path / "eval.json"
@@ -87,11 +96,7 @@ def test_eval_command_matches_an_independent_evaluation(trained_run, tmp_path, c
     printed = capsys.readouterr().out
     reported = json.loads(out_json.read_text())
     # independent evaluation: rebuild the model by hand, normalise by hand, count by hand
-    model = timm.create_model("train_tiny_snn", num_classes=10, T=2, img_size=8)
-    model.load_state_dict(load_file(str(run / "best" / ckpt.MODEL_FILE)))
-    model.eval()
-    split = synthetic_split("test", cfg.synthetic_size, image_size=cfg.img_size)
-    x = (split.images.float() / 255 - 0.5) / 0.25
+    model, split, x = _best_model_and_test_images_by_hand(cfg, run)
     with torch.no_grad():
         logits = model(x)
     pred = logits.argmax(1)
@@ -122,11 +127,7 @@ def test_eval_with_flip_tta_averages_the_logits_of_the_image_and_its_mirror(trai
     ]
     assert cli_main(args) == 0
     reported = json.loads(out_json.read_text())
-    model = timm.create_model("train_tiny_snn", num_classes=10, T=2, img_size=8)
-    model.load_state_dict(load_file(str(run / "best" / ckpt.MODEL_FILE)))
-    model.eval()
-    split = synthetic_split("test", cfg.synthetic_size, image_size=cfg.img_size)
-    x = (split.images.float() / 255 - 0.5) / 0.25
+    model, split, x = _best_model_and_test_images_by_hand(cfg, run)
     with torch.no_grad():
         plain = model(x)
         mirrored = model(x.flip(3))  # left-right mirror: the width axis

@@ -73,11 +73,13 @@ def seconds_since_launch() -> float:
 
 def run_local_workers(n: int, argv: list[str], started_at: float) -> int:
     """Run ``spikemlp ARGV`` as ``n`` data-parallel processes on this machine, as
-    ``torchrun --standalone --nproc_per_node=n -m spikemlp ARGV`` would (torchrun gives each worker one
-    OpenMP thread unless OMP_NUM_THREADS is set); returns the workers' exit status. ``started_at``
+    ``torchrun --standalone --nproc_per_node=n -m spikemlp ARGV`` would (one OpenMP thread per worker
+    unless OMP_NUM_THREADS is set); returns the workers' exit status. ``started_at``
     (time.time()) is when the command began: the workers' clocks for a time budget start there."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}"]
-    env = {**os.environ, LAUNCHED_AT_ENV: repr(started_at)}
+    # torchrun's own default of one OpenMP thread per worker, set here so that it does not print a banner
+    # about it; a `threads` key still applies in each worker.
+    env = {"OMP_NUM_THREADS": "1", **os.environ, LAUNCHED_AT_ENV: repr(started_at)}
     return subprocess.run([*cmd, "-m", "spikemlp", *argv], env=env).returncode
 
 
@@ -100,6 +102,15 @@ def broadcast_float(value: float, info: DistInfo) -> float:
     t = torch.tensor([value], dtype=torch.float64, device=info.device)
     dist.broadcast(t, src=0)
     return float(t.item())
+
+
+def broadcast_buffers(module: torch.nn.Module, info: DistInfo) -> None:
+    """Rank 0's buffers (BatchNorm's running statistics) on every rank. DDP sends them to the other ranks
+    at each forward, but each rank then updates its copy with its own batch: without this, the ranks
+    would evaluate with slightly different statistics from those in rank 0's checkpoint."""
+    if info.enabled:
+        for buffer in module.buffers():
+            dist.broadcast(buffer.data, src=0)
 
 
 def barrier(info: DistInfo) -> None:

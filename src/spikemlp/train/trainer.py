@@ -39,6 +39,7 @@ from .distributed import (
     DistInfo,
     all_reduce_sum,
     barrier,
+    broadcast_buffers,
     broadcast_float,
     cleanup,
     seconds_since_launch,
@@ -655,6 +656,9 @@ def _train(cfg: TrainConfig, run_dir: Path, resume: bool, info: DistInfo) -> Tra
         # ---- evaluate
         last_eval = last_ema_eval = None
         if (epoch + 1) % cfg.eval_every == 0 or finished:
+            broadcast_buffers(model, info)
+            if ema is not None:
+                broadcast_buffers(ema.module, info)
             last_eval = evaluate(
                 model, test_loader, num_classes, device, info, _autocast(cfg, device), dtype, cfg.tta
             )
@@ -740,6 +744,7 @@ def _train(cfg: TrainConfig, run_dir: Path, resume: bool, info: DistInfo) -> Tra
 
     # ---- final evaluation (already done at the last epoch end) and summary
     if last_eval is None:
+        broadcast_buffers(model, info)
         last_eval = evaluate(
             model, test_loader, num_classes, device, info, _autocast(cfg, device), dtype, cfg.tta
         )

@@ -15,7 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-from .config import TrainConfig, field_help, field_names, parse_value
+from .config import TTA_MODES, TrainConfig, field_help, field_names, parse_value
 
 
 class _ConfigArgumentParser(argparse.ArgumentParser):
@@ -117,7 +117,7 @@ def register(subparsers) -> None:
     e.add_argument("--split", default="test", choices=("train", "test"))
     e.add_argument(
         "--tta",
-        choices=("none", "hflip"),
+        choices=TTA_MODES,
         help="test-time augmentation (default: the run's own setting, the config key tta)",
     )
     e.add_argument("--json", help="also write the results (with per-class accuracy) to this JSON file")
@@ -139,8 +139,7 @@ def run_train(args: argparse.Namespace) -> int:
     import time
 
     from .config import from_dict, load_config
-    from .distributed import launched_by_torchrun, run_local_workers
-    from .trainer import preflight, read_run_config, train
+    from .trainer import read_run_config
 
     started_at = time.time()
     overrides = _overrides(args)
@@ -154,11 +153,7 @@ def run_train(args: argparse.Namespace) -> int:
         if "model_kwargs" in overrides:
             overrides["model_kwargs"] = {**saved.get("model_kwargs", {}), **overrides["model_kwargs"]}
         cfg = from_dict({**saved, **overrides}, where=f"{run_dir}/config.yaml and the command line")
-        if cfg.processes > 1 and not launched_by_torchrun():
-            preflight(cfg, run_dir, resume=True)
-            return run_local_workers(cfg.processes, args.argv, started_at)
-        train(cfg, run_dir, resume=True)
-        return 0
+        return _launch_or_train(cfg, run_dir, True, args.argv, started_at)
     if not args.out:
         raise ValueError("say where the run goes: --out RUN_DIR (for example --out runs/my_run)")
     if args.config is None and not overrides:
@@ -169,10 +164,18 @@ def run_train(args: argparse.Namespace) -> int:
         recipe_kwargs = load_yaml(args.config).get("model_kwargs", {}) or {}
         overrides["model_kwargs"] = {**recipe_kwargs, **overrides["model_kwargs"]}
     cfg = load_config(args.config, overrides)
+    return _launch_or_train(cfg, Path(args.out), False, args.argv, started_at)
+
+
+def _launch_or_train(cfg, run_dir: Path, resume: bool, argv: list[str], started_at: float) -> int:
+    """Train here, or, with ``processes`` > 1 outside torchrun, check the run once and start the workers."""
+    from .distributed import launched_by_torchrun, run_local_workers
+    from .trainer import preflight, train
+
     if cfg.processes > 1 and not launched_by_torchrun():
-        preflight(cfg, args.out, resume=False)
-        return run_local_workers(cfg.processes, args.argv, started_at)
-    train(cfg, args.out, resume=False)
+        preflight(cfg, run_dir, resume)
+        return run_local_workers(cfg.processes, argv, started_at)
+    train(cfg, run_dir, resume)
     return 0
 
 

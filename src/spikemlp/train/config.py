@@ -248,10 +248,13 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     return cfg
 
 
+# test-time augmentation: none, or hflip (mean logits of the image and its mirror image)
+TTA_MODES = ("none", "hflip")
+
 _CHOICES = {
     "pipeline": ("auto", "tensor", "timm"),
     "amp": ("none", "bf16", "fp16"),
-    "tta": ("none", "hflip"),
+    "tta": TTA_MODES,
     "dtype": ("float32", "float64"),
     "mixup_mode": ("batch", "pair", "elem"),
     "remode": ("pixel", "rand", "const"),

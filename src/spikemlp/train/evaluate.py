@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from .config import TTA_MODES
 from .distributed import DistInfo, all_reduce_sum
 
 
@@ -64,8 +65,8 @@ def evaluate(
     was_training = model.training
     model.eval()
     k5 = min(5, num_classes)
-    if tta not in ("none", "hflip"):
-        raise ValueError(f"tta must be 'none' or 'hflip', got {tta!r}")
+    if tta not in TTA_MODES:
+        raise ValueError(f"tta must be one of {', '.join(TTA_MODES)}, got {tta!r}")
     # [correct top1 per class (K), total per class (K), correct top1 of the plain view, correct top5,
     # loss sum] in one tensor for one reduce
     stats = torch.zeros(2 * num_classes + 3, dtype=torch.float64, device=device)

@@ -431,6 +431,12 @@ def _train(cfg: TrainConfig, run_dir: Path, resume: bool, info: DistInfo) -> Tra
 
     meta_model = model_metadata(cfg, num_classes, classes)
 
+    def evaluate_now(module: nn.Module) -> EvalResult:
+        broadcast_buffers(module, info)  # every rank evaluates with rank 0's statistics, the checkpoint's
+        return evaluate(
+            module, test_loader, num_classes, device, info, _autocast(cfg, device), dtype, cfg.tta
+        )
+
     def elapsed() -> float:
         return elapsed_before + time.perf_counter() - t_start
 
@@ -656,16 +662,9 @@ def _train(cfg: TrainConfig, run_dir: Path, resume: bool, info: DistInfo) -> Tra
         # ---- evaluate
         last_eval = last_ema_eval = None
         if (epoch + 1) % cfg.eval_every == 0 or finished:
-            broadcast_buffers(model, info)
+            last_eval = evaluate_now(model)
             if ema is not None:
-                broadcast_buffers(ema.module, info)
-            last_eval = evaluate(
-                model, test_loader, num_classes, device, info, _autocast(cfg, device), dtype, cfg.tta
-            )
-            if ema is not None:
-                last_ema_eval = evaluate(
-                    ema.module, test_loader, num_classes, device, info, _autocast(cfg, device), dtype, cfg.tta
-                )
+                last_ema_eval = evaluate_now(ema.module)
             eval_seconds_est = last_eval.seconds + (last_ema_eval.seconds if last_ema_eval else 0.0)
             eval_overhead_per_epoch = eval_seconds_est / cfg.eval_every
         ips = epoch_images * info.world_size / max(epoch_seconds, 1e-9)
@@ -744,10 +743,7 @@ def _train(cfg: TrainConfig, run_dir: Path, resume: bool, info: DistInfo) -> Tra
 
     # ---- final evaluation (already done at the last epoch end) and summary
     if last_eval is None:
-        broadcast_buffers(model, info)
-        last_eval = evaluate(
-            model, test_loader, num_classes, device, info, _autocast(cfg, device), dtype, cfg.tta
-        )
+        last_eval = evaluate_now(model)
     peak_mb, peak_kind = _peak_memory_mb(device)
     # every process's peak together: what the run needs of the machine (rank 0's alone is peak_memory_mb)
     peak_all_mb = float(all_reduce_sum(torch.tensor([peak_mb], dtype=torch.float64, device=device), info))

@@ -16,6 +16,7 @@ import warnings
 import pytest
 import torch
 
+from spikemlp._native import NativeLibrary
 from spikemlp.neurons import IF, LIF, backends, fused_cpu
 from spikemlp.neurons import surrogate as sg
 from spikemlp.neurons.neuron_spec import NeuronSpec
@@ -202,9 +203,9 @@ def test_custom_surrogate_falls_back_with_one_warning(fresh_warnings):
 
 
 def test_unbuildable_kernel_falls_back_with_one_warning(fresh_warnings, monkeypatch):
-    monkeypatch.setattr(
-        fused_cpu, "_state", {"lib": None, "error": "the C++ kernel could not be built: boom"}
-    )
+    broken = NativeLibrary(fused_cpu._LIBRARY.source, lambda lib: None)
+    broken._error = "the C++ kernel could not be built: boom"
+    monkeypatch.setattr(fused_cpu, "_LIBRARY", broken)
     x = random_input(torch.float32)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -223,7 +224,7 @@ def test_missing_compiler_is_reported(tmp_path, monkeypatch):
     # No compiler and an empty cache: the cause names the compiler it looked for.
     monkeypatch.setenv("CXX", "no-such-compiler-xyz")
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
-    monkeypatch.setattr(fused_cpu, "_state", {"lib": None, "error": None})
+    monkeypatch.setattr(fused_cpu, "_LIBRARY", NativeLibrary(fused_cpu._LIBRARY.source, lambda lib: None))
     reason = fused_cpu.unavailable_reason()
     assert reason is not None and "no C++ compiler: 'no-such-compiler-xyz' is not on PATH" in reason
     assert list(tmp_path.iterdir()) == []

@@ -33,6 +33,7 @@ from torch import nn
 
 from ..neurons.bn_lif import batch_norm_lif, projection_batch_norm_lif
 from ..neurons.spike_storage import mark_binary
+from . import spike_matmul
 
 
 def axial_map(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, axis: str) -> torch.Tensor:
@@ -107,6 +108,16 @@ def positional_batch_norm(bn: nn.BatchNorm2d, y: torch.Tensor, axis: str) -> tor
     return _FROM_BN[axis](bn(_TO_BN[axis](y, 1)), y.shape).reshape(y.shape)
 
 
+def _folded_map(x: torch.Tensor, proj: AxialProjection, affine) -> torch.Tensor:
+    """proj(x) followed by an inference BN over the positions of its axis: (scale, shift) per output
+    position folded into the map's rows and bias."""
+    scale, shift = affine
+    n = proj.in_channels
+    weight = proj.weight.view(n, n) * scale[:, None]
+    bias = shift if proj.bias is None else proj.bias * scale + shift
+    return axial_map(x, weight, bias, proj.axis)
+
+
 class AxialTokenMixing(nn.Module):
     """Token block: spikes x [T, B, C, N, N] -> real-valued u [T, B, C, N, N].
 
@@ -141,6 +152,9 @@ class AxialTokenMixing(nn.Module):
         # and BN in the backward instead of keeping its output for the neuron (fused BN + LIF).
         self.recompute_projection = True
         self.fuse_bn_lif = True
+        # Inference on the CPU by the spike kernel (an option; see _spike_driven).
+        self.spike_kernels = False
+        self._packed = spike_matmul.PackedWeight()
 
     def _branch(self, xm: torch.Tensor, proj: AxialProjection, bn: nn.Module, lif: nn.Module, T: int):
         """Spikes [T, B, C, H, W] (possibly a strided view) of one axis: projection, BN over the positions
@@ -155,13 +169,43 @@ class AxialTokenMixing(nn.Module):
         y = proj(xm)
         return from_bn(batch_norm_lif(to_bn(y), bn, lif, T, self.fuse_bn_lif), y.shape)
 
+    def _identity(self, x: torch.Tensor) -> torch.Tensor:
+        if self.identity_norm is None:
+            return x
+        return self.identity_lif(self.identity_norm(x.flatten(0, 1)).unflatten(0, (x.shape[0], -1)))
+
+    def _spike_driven(self, x: torch.Tensor) -> torch.Tensor | None:
+        """The block in inference by the spike kernel (``spike_kernels``), or None where it does not apply.
+
+        Each axis's BatchNorm (inference: an affine map per position) is folded into its N x N map, so
+        the branch is map -> neuron in x's own layout, with no copy to the BN layout. The fuse
+        convolution reads the three spike tensors where they lie (no concatenation) and applies
+        fuse_norm on the way out. Same values as the layers run one by one, up to float rounding.
+        """
+        bypassed = (self.proj_h, self.proj_w, self.norm_h, self.norm_w, self.fuse, self.fuse_norm)
+        if not self.spike_kernels or type(self.fuse) is not nn.Conv2d or self.fuse.kernel_size != (1, 1):
+            return None
+        affines = [spike_matmul.inference_affine(bn) for bn in (self.norm_h, self.norm_w, self.fuse_norm)]
+        if any(a is None for a in affines) or not spike_matmul.applies(bypassed, x):
+            return None
+        T, B, C, H, W = x.shape
+        xm = x.flatten(0, 1)
+        x_h = self.lif_h(_folded_map(xm, self.proj_h, affines[0]).unflatten(0, (T, B)))
+        x_w = self.lif_w(_folded_map(xm, self.proj_w, affines[1]).unflatten(0, (T, B)))
+        parts = [part.reshape(T * B, C, H * W) for part in (self._identity(x), x_h, x_w)]
+        u = spike_matmul.spike_matmul(
+            parts, self.fuse.weight, self.fuse.bias, self._packed, planar_in=True, planar_out=True,
+            col_affine=affines[2],
+        )  # fmt: skip
+        return u.view(T, B, C, H, W)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        u = self._spike_driven(x)
+        if u is not None:
+            return u
         T = x.shape[0]
         xm = x.flatten(0, 1)
-        if self.identity_norm is not None:
-            identity = self.identity_lif(self.identity_norm(xm).unflatten(0, (T, -1)))
-        else:
-            identity = x
+        identity = self._identity(x)
         x_h = self._branch(xm, self.proj_h, self.norm_h, self.lif_h, T)
         x_w = self._branch(xm, self.proj_w, self.norm_w, self.lif_w, T)
         # All three parts are spikes, so the concatenation is too: autograd may keep it as bool.

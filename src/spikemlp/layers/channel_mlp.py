@@ -21,6 +21,7 @@ from torch import nn
 
 from ..neurons.bn_lif import batch_norm_lif, projection_batch_norm_lif
 from ..neurons.spike_storage import mark_binary
+from . import spike_matmul
 
 CHANNEL_BN_MODES = ("token", "channel")
 
@@ -60,6 +61,9 @@ class ChannelMLP(nn.Module):
         # in the backward instead of keeping its output for the neuron (fused BN + LIF).
         self.recompute_projection = True
         self.fuse_bn_lif = True
+        # Inference on the CPU by the spike kernel (an option; see _spike_driven).
+        self.spike_kernels = False
+        self._packed = (spike_matmul.PackedWeight(), spike_matmul.PackedWeight())
 
     def _norm(self, bn: nn.BatchNorm1d, y: torch.Tensor) -> torch.Tensor:
         # y: [M, L, D] contiguous. Token mode: BN1d(L) on the 3D tensor (statistic per token);
@@ -68,6 +72,33 @@ class ChannelMLP(nn.Module):
             return bn(y)
         return bn(y.flatten(0, 1)).view_as(y)
 
+    def _spike_driven(self, x: torch.Tensor) -> torch.Tensor | None:
+        """The block in inference by the spike kernel (``spike_kernels``), or None where it does not apply.
+
+        fc1 reads the spikes in their NCHW planes (no token-major copy) and writes token rows with
+        norm1 applied on the way out; fc2 reads those rows and writes NCHW planes with norm2 applied
+        (no transpose back). Same values as the layers run one by one, up to float rounding.
+        """
+        bypassed = (self.fc1, self.fc2, self.norm1, self.norm2)
+        if not (self.spike_kernels and type(self.fc1) is nn.Linear and type(self.fc2) is nn.Linear):
+            return None
+        affine1, affine2 = spike_matmul.inference_affine(self.norm1), spike_matmul.inference_affine(self.norm2)
+        if affine1 is None or affine2 is None or not spike_matmul.applies(bypassed, x):
+            return None
+        T, B, C, H, W = x.shape
+        per = "row_affine" if self.channel_bn == "token" else "col_affine"  # BN per token or per channel
+        planes = x.reshape(T * B, C, H * W)
+        y = spike_matmul.spike_matmul(
+            [planes], self.fc1.weight, self.fc1.bias, self._packed[0], planar_in=True, planar_out=False,
+            **{per: affine1},
+        )  # fmt: skip
+        spikes = self.lif(y.unflatten(0, (T, B))).flatten(0, 1)  # [T * B, H * W, hidden]
+        y = spike_matmul.spike_matmul(
+            [spikes], self.fc2.weight, self.fc2.bias, self._packed[1], planar_in=False, planar_out=True,
+            **{per: affine2},
+        )  # fmt: skip
+        return y.view(T, B, C, H, W)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         T, B, C, H, W = x.shape
         if self.channel_bn == "token" and H * W != self.num_tokens:
@@ -75,6 +106,9 @@ class ChannelMLP(nn.Module):
                 f"the channel block's per-token BatchNorm was built for {self.num_tokens} tokens, "
                 f"got a {H}x{W} grid; build the model for this input size"
             )
+        y = self._spike_driven(x)
+        if y is not None:
+            return y
         tokens = mark_binary(x.flatten(0, 1).flatten(2).transpose(1, 2).contiguous())  # [T*B, H*W, C]
         if isinstance(self.norm1, nn.BatchNorm1d):
             # fc1, BN and the neuron, fused in training: only the input spikes (recompute_projection) or

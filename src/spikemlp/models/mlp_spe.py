@@ -145,6 +145,8 @@ class MLPSPE(nn.Module):
         channel_bn: "token" (authors': BN1d(N*N), per token) or "channel" (per channel; an option).
         tau, v_threshold, surrogate, backend, detach_reset: LIF settings (defaults: SPEC 1.1);
         neuron_kwargs: further LIF arguments (e.g. learnable_tau=True).
+        memory_saving: training-memory savings (see below; on by default).
+        spike_kernels: spike-driven kernels for CPU inference (see ``set_spike_kernels``; off by default).
     """
 
     def __init__(
@@ -167,6 +169,7 @@ class MLPSPE(nn.Module):
         neuron_kwargs: dict | None = None,
         global_pool: str = "avg",
         memory_saving: bool = True,
+        spike_kernels: bool = False,
     ) -> None:
         super().__init__()
         self.img_size = _pair(img_size)
@@ -238,6 +241,7 @@ class MLPSPE(nn.Module):
         for m in self.modules():
             if isinstance(m, (AxialTokenMixing, ChannelMLP)):
                 m.fuse_bn_lif = bool(memory_saving)
+        self.set_spike_kernels(spike_kernels)
 
     # --- timm-style API -------------------------------------------------------------------------------
 
@@ -257,6 +261,20 @@ class MLPSPE(nn.Module):
         for m in self.modules():
             if isinstance(m, (AxialTokenMixing, ChannelMLP)):
                 m.recompute_projection = enable
+
+    @torch.jit.ignore
+    def set_spike_kernels(self, enable: bool = True) -> None:
+        """Inference speed on the CPU (off by default): run the channel MLP's Linear layers and the token
+        block's fuse convolution, whose inputs are spikes, with the spike-driven kernel
+        (``spikemlp.layers.spike_matmul``): each output sums the weights of its active inputs only, so
+        the work falls with the firing rate and no weight is multiplied. Applies where no gradient is
+        wanted, on the CPU, in float32/float64 (elsewhere the layers run as usual). Same model: outputs
+        differ from the dense path only by float rounding (sums in another order). Keeps a transposed
+        copy of those weights (about the model's size) while in use."""
+        self.spike_kernels = bool(enable)
+        for m in self.modules():
+            if isinstance(m, (AxialTokenMixing, ChannelMLP)):
+                m.spike_kernels = self.spike_kernels
 
     @torch.jit.ignore
     def get_classifier(self) -> nn.Module:

@@ -123,7 +123,7 @@ def _fusable(x: torch.Tensor, bn: nn.Module, lif: nn.Module) -> bool:
     return select_backend(lif.backend, x, _spec(lif)) == "cpp"
 
 
-def _observed(module: nn.Module) -> bool:
+def observed(module: nn.Module) -> bool:
     """Whether forward hooks watch ``module`` (then it must run as itself, in the autograd graph)."""
     from torch.nn.modules import module as module_mod
 
@@ -168,7 +168,7 @@ def projection_batch_norm_lif(
     forward hooks observe ``proj``.
     """
     from_bn = from_bn or _view_back
-    if _observed(proj) or not _fusable(inp, bn, lif) or not (inp.requires_grad or proj.weight.requires_grad):
+    if observed(proj) or not _fusable(inp, bn, lif) or not (inp.requires_grad or proj.weight.requires_grad):
         y = proj(inp)
         return from_bn(batch_norm_lif(bn_view(y), bn, lif, T), y.shape)
     with torch.no_grad():

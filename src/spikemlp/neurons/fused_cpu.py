@@ -1,17 +1,12 @@
 """The fused CPU backend: a small C++ kernel (csrc/lif_cpu.cpp) behind a torch.autograd.Function.
 
-The kernel depends only on the C++ standard library. It is compiled on first use with the system C++
-compiler (``$CXX``, default ``c++``; about 15-30 s) into a shared library cached under the torch extensions
-directory ($TORCH_EXTENSIONS_DIR, default ~/.cache/torch_extensions), named by a hash of the source, the
-flags and the compiler, and called through ctypes (which releases the GIL). No build tool and no
-torch headers are needed, so the cache does not depend on the torch version. If there is no compiler,
+The kernel depends only on the C++ standard library; it is compiled on first use and cached (see
+``spikemlp._native``: 15-30 s once, no build tool, no torch headers). If there is no compiler,
 :func:`unavailable_reason` says so and the dispatcher falls back to the reference.
 
-The flags keep the arithmetic IEEE and identical to PyTorch's: -O3 -ffp-contract=off (the compiler
-fuses no multiply-add; the source asks for one only in the backward's exp polynomial), no -ffast-math.
--fno-trapping-math only tells the compiler that no program inspects floating-point exception flags, so
-it may vectorise the select in "spike = H >= V_th"; values are unchanged
-(the tests compare spikes bit for bit with the reference).
+The build keeps the arithmetic IEEE and identical to PyTorch's (no FMA contraction by the compiler, no
+-ffast-math; the source asks for one FMA only in the backward's exp polynomial), so the tests compare
+spikes bit for bit with the reference.
 
 Memory and traffic: in training the forward writes only the spikes and keeps only its input X for the
 backward (a reference, not a copy: 4 bytes per neuron per step in fp32, 2 in bf16/fp16, 8 in fp64). The
@@ -24,84 +19,19 @@ stores (see csrc/lif_cpu.cpp).
 from __future__ import annotations
 
 import ctypes
-import hashlib
-import os
-import shutil
-import subprocess
-import tempfile
-import threading
 from pathlib import Path
 
 import torch
 
+from .._native import NativeLibrary, data_ptr
 from .neuron_spec import NeuronSpec
 
-_SOURCE = Path(__file__).with_name("csrc") / "lif_cpu.cpp"
-_CFLAGS = ["-std=c++17", "-O3", "-ffp-contract=off", "-fno-fast-math", "-fno-trapping-math", "-fPIC"]
-_LDFLAGS = ["-shared", "-pthread"]
 # Storage dtype codes of the C interface.
 DTYPE_CODES = {torch.float32: 0, torch.float64: 1, torch.bfloat16: 2, torch.float16: 3}
 DTYPES = tuple(DTYPE_CODES)
 
-_lock = threading.Lock()
-_state: dict[str, object] = {"lib": None, "error": None}
 
-
-def _cache_dir() -> Path:
-    root = os.environ.get("TORCH_EXTENSIONS_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "torch_extensions"
-    )
-    return Path(root) / "spikemlp"
-
-
-def _cflags() -> list[str]:
-    """Vector extensions the CPU has (PyTorch's own dispatch says which).
-
-    AVX2 lets the loops vectorise and the outputs be written with streaming stores; AVX-512 (mask
-    registers, twice the lanes) makes the sigmoid surrogate's backward about 1.4x faster on a CPU that
-    has it. The forward's values are the same with any of them (IEEE operations, lane by lane; with
-    -ffp-contract=off the compiler fuses no multiply-add); FMA is used only where the source asks for it,
-    in the backward's exp polynomial.
-    """
-    capability = torch.backends.cpu.get_cpu_capability()
-    flags = list(_CFLAGS)
-    if capability in ("AVX2", "AVX512"):
-        flags += ["-mavx2", "-mfma"]
-    if capability == "AVX512":
-        flags += ["-mavx512f", "-mavx512vl", "-mavx512bw", "-mavx512dq"]
-    return flags
-
-
-def _build(compiler: str) -> Path:
-    """Compile the library once per source/flags/compiler; a finished file is reused, never rebuilt."""
-    cflags = _cflags()
-    version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=60).stdout
-    key = hashlib.sha256(_SOURCE.read_bytes() + " ".join(cflags + _LDFLAGS).encode() + version.encode())
-    target = _cache_dir() / f"lif_cpu_{key.hexdigest()[:16]}.so"
-    if target.exists():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # Build under a temporary name and rename: concurrent processes never load a half-written file.
-    fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
-    os.close(fd)
-    try:
-        cmd = [compiler, *cflags, str(_SOURCE), "-o", tmp, *_LDFLAGS]
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-        if done.returncode != 0:
-            lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
-            raise RuntimeError(f"{compiler} failed: {lines[-1] if lines else done.returncode}")
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return target
-
-
-def _load() -> ctypes.CDLL:
-    compiler = os.environ.get("CXX", "c++")
-    if shutil.which(compiler) is None:
-        raise RuntimeError(f"no C++ compiler: {compiler!r} is not on PATH (install g++, or set CXX)")
-    lib = ctypes.CDLL(str(_build(compiler)))
+def _declare(lib: ctypes.CDLL) -> None:
     i64, f64, ptr, i32 = ctypes.c_int64, ctypes.c_double, ctypes.c_void_p, ctypes.c_int
     lib.spikemlp_lif_block_size.restype = i64
     lib.spikemlp_lif_forward.restype = i32
@@ -110,29 +40,19 @@ def _load() -> ctypes.CDLL:
     lib.spikemlp_lif_backward.argtypes = [
         i32, ptr, ptr, ptr, ptr, i64, i64, i64, i32, i32, i64, f64, f64, f64, f64, f64, ptr, i32,
     ]  # fmt: skip
-    return lib
+
+
+_LIBRARY = NativeLibrary(Path(__file__).with_name("csrc") / "lif_cpu.cpp", _declare)
+_ptr = data_ptr
+
+
+def _lib() -> ctypes.CDLL:
+    return _LIBRARY.get()
 
 
 def unavailable_reason() -> str | None:
     """Build or load the kernel once per process; None if it is ready, else why it cannot be used."""
-    with _lock:
-        if _state["lib"] is None and _state["error"] is None:
-            try:
-                _state["lib"] = _load()
-            except Exception as err:  # any build or load failure means "not available", with its cause
-                _state["error"] = f"the C++ kernel could not be built: {err}"
-        return None if _state["lib"] is not None else str(_state["error"])
-
-
-def _lib() -> ctypes.CDLL:
-    reason = unavailable_reason()
-    if reason is not None:
-        raise RuntimeError(reason)
-    return _state["lib"]
-
-
-def _ptr(t: torch.Tensor | None) -> int | None:
-    return None if t is None else t.data_ptr()
+    return _LIBRARY.unavailable_reason()
 
 
 def forward_kernel(x_seq: torch.Tensor, tau: float, spec: NeuronSpec, return_membrane: bool = False):

@@ -29,6 +29,8 @@
 #include <immintrin.h>
 #endif
 
+#include "parallel.h"
+
 namespace {
 
 constexpr int64_t kBlock = 256;  // neurons per block: T streams of 1 KiB (fp32) stay in L1
@@ -116,27 +118,6 @@ static inline void stream_fence(bool stream) {
   if (stream) _mm_sfence();
 #endif
   (void)stream;
-}
-
-// Runs f(first_block, end_block) on up to n_threads threads over contiguous ranges of blocks.
-template <typename F>
-void parallel_blocks(int64_t n_blocks, int64_t work_per_block, int n_threads, const F& f) {
-  constexpr int64_t kMinWorkPerThread = 1 << 15;  // below this a thread costs more than it saves
-  int64_t threads = std::min<int64_t>(n_threads, (n_blocks * work_per_block) / kMinWorkPerThread);
-  threads = std::max<int64_t>(1, std::min(threads, n_blocks));
-  if (threads == 1) {
-    f(0, n_blocks);
-    return;
-  }
-  std::vector<std::thread> pool;
-  pool.reserve(threads - 1);
-  const int64_t per = (n_blocks + threads - 1) / threads;
-  for (int64_t k = 1; k < threads; ++k) {
-    const int64_t b0 = std::min(n_blocks, k * per), b1 = std::min(n_blocks, (k + 1) * per);
-    pool.emplace_back([&f, b0, b1] { f(b0, b1); });
-  }
-  f(0, std::min(n_blocks, per));
-  for (auto& th : pool) th.join();
 }
 
 // a * b + c, fused (one rounding) where the CPU has FMA. Used only in the backward's exp below: the build
@@ -278,7 +259,7 @@ void forward_kernel(const typename Storage<S>::raw* x, typename Storage<S>::raw*
   const int64_t n_blocks = (N + kBlock - 1) / kBlock;
   const int64_t outputs = 1 + (v_out != nullptr);
   const bool stream = outputs * T * N * static_cast<int64_t>(sizeof(raw)) >= kStreamBytes;
-  parallel_blocks(n_blocks, kBlock * T, n_threads, [=](int64_t b0, int64_t b1) {
+  spikemlp::parallel_blocks(n_blocks, kBlock * T, n_threads, [=](int64_t b0, int64_t b1) {
     op v[kBlock];
     op h[kBlock];
     alignas(64) raw out[kBlock];
@@ -398,7 +379,7 @@ void backward_kernel(const typename Storage<S>::raw* grad_s, const typename Stor
   const op leak = mode != kIF ? op(1) : op(0);
   const int64_t n_blocks = (N + kBlock - 1) / kBlock;
   const bool stream = T * N * static_cast<int64_t>(sizeof(raw)) >= kStreamBytes;
-  parallel_blocks(n_blocks, kBlock * T, n_threads, [=](int64_t b0, int64_t b1) {
+  spikemlp::parallel_blocks(n_blocks, kBlock * T, n_threads, [=](int64_t b0, int64_t b1) {
     op carry[kBlock];
     op gh[kBlock];
     alignas(64) raw gx_local[kBlock];

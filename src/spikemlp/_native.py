@@ -1,0 +1,128 @@
+"""Builds and loads spikemlp's C++ kernels: one source file each, compiled on first use, called via ctypes.
+
+The kernels depend only on the C++ standard library and the shared headers in ``spikemlp/csrc``. Each
+is compiled on first use with the system C++ compiler (``$CXX``, default ``c++``; 15-30 s) into a shared
+library cached under the torch extensions directory ($TORCH_EXTENSIONS_DIR, default
+~/.cache/torch_extensions), named by a hash of the sources, the flags and the compiler, and called
+through ctypes (which releases the GIL). No build tool and no torch headers are needed, so the cache
+does not depend on the torch version. If there is no compiler, ``unavailable_reason()`` says so and the
+callers fall back to PyTorch.
+
+The flags keep the arithmetic IEEE: -O3 -ffp-contract=off (the compiler fuses no multiply-add; a source
+asks for one explicitly where it wants it), no -ffast-math. -fno-trapping-math only tells the compiler
+that no program inspects floating-point exception flags, so that it may vectorise selects; values are
+unchanged.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+INCLUDE_DIR = Path(__file__).with_name("csrc")
+_CFLAGS = ["-std=c++17", "-O3", "-ffp-contract=off", "-fno-fast-math", "-fno-trapping-math", "-fPIC"]
+_LDFLAGS = ["-shared", "-pthread"]
+
+
+def _cache_dir() -> Path:
+    root = os.environ.get("TORCH_EXTENSIONS_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "torch_extensions"
+    )
+    return Path(root) / "spikemlp"
+
+
+def cflags() -> list[str]:
+    """Vector extensions the CPU has (PyTorch's own dispatch says which).
+
+    AVX2 lets the loops vectorise (and the LIF write with streaming stores); AVX-512 doubles the lanes
+    and gives mask registers (the LIF's surrogate backward, the spike product's compress of active
+    inputs). Values are the same with any of them: IEEE operations lane by lane, and with
+    -ffp-contract=off the compiler fuses no multiply-add of its own.
+    """
+    capability = torch.backends.cpu.get_cpu_capability()
+    flags = list(_CFLAGS) + [f"-I{INCLUDE_DIR}"]
+    if capability in ("AVX2", "AVX512"):
+        flags += ["-mavx2", "-mfma"]
+    if capability == "AVX512":
+        flags += ["-mavx512f", "-mavx512vl", "-mavx512bw", "-mavx512dq"]
+    return flags
+
+
+def _build(source: Path, compiler: str) -> Path:
+    """Compile a library once per sources/flags/compiler; a finished file is reused, never rebuilt."""
+    flags = cflags()
+    version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=60).stdout
+    key = hashlib.sha256(source.read_bytes())
+    for header in sorted(INCLUDE_DIR.glob("*.h")):
+        key.update(header.read_bytes())
+    key.update(" ".join(f for f in flags if not f.startswith("-I")).encode())  # not the install path
+    key.update(" ".join(_LDFLAGS).encode() + version.encode())
+    target = _cache_dir() / f"{source.stem}_{key.hexdigest()[:16]}.so"
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Build under a temporary name and rename: concurrent processes never load a half-written file.
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
+    os.close(fd)
+    try:
+        cmd = [compiler, *flags, str(source), "-o", tmp, *_LDFLAGS]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        if done.returncode != 0:
+            lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
+            raise RuntimeError(f"{compiler} failed: {lines[-1] if lines else done.returncode}")
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return target
+
+
+class NativeLibrary:
+    """One kernel library, built and loaded once per process on first use.
+
+    ``declare(lib)`` sets the ctypes signatures of its functions.
+    """
+
+    def __init__(self, source: Path, declare: Callable[[ctypes.CDLL], None]) -> None:
+        self.source = source
+        self._declare = declare
+        self._lock = threading.Lock()
+        self._lib: ctypes.CDLL | None = None
+        self._error: str | None = None
+
+    def _load(self) -> ctypes.CDLL:
+        compiler = os.environ.get("CXX", "c++")
+        if shutil.which(compiler) is None:
+            raise RuntimeError(f"no C++ compiler: {compiler!r} is not on PATH (install g++, or set CXX)")
+        lib = ctypes.CDLL(str(_build(self.source, compiler)))
+        self._declare(lib)
+        return lib
+
+    def unavailable_reason(self) -> str | None:
+        """None if the library is ready (building it if needed), else why it cannot be used."""
+        with self._lock:
+            if self._lib is None and self._error is None:
+                try:
+                    self._lib = self._load()
+                except Exception as err:  # any build or load failure means "not available", with its cause
+                    self._error = f"the C++ kernel {self.source.name} could not be built: {err}"
+            return self._error if self._lib is None else None
+
+    def get(self) -> ctypes.CDLL:
+        reason = self.unavailable_reason()
+        if reason is not None:
+            raise RuntimeError(reason)
+        return self._lib
+
+
+def data_ptr(t: torch.Tensor | None) -> int | None:
+    return None if t is None else t.data_ptr()

@@ -1,0 +1,364 @@
+// Spike-driven matrix product for the CPU: out = epilogue(x @ W^T + bias), most entries of x being zero.
+//
+// A synaptic layer of MLP-SPE sees spikes: each input is 0 or 1, and at the firing rates the models run
+// at (10-35%) most are 0. A dense GEMM multiplies every weight by every input; here each output row is
+// bias + the sum of the weight rows Wt[k] of its active inputs k, so the work falls with the firing rate
+// and, for 0/1 inputs, no weight is multiplied (the multiplication-free inference of the paper, as a CPU
+// runs it). Inputs that are not 0/1 are still computed correctly: a nonzero value v adds v * Wt[k] (a
+// multiplication and an addition, each rounded, as in an unfused GEMM).
+//
+// Input. Rows n = m * P + p (m < M images, p < P positions), K input channels given as up to three
+// segments (the parts of a concatenation, read where they lie) with common strides: channel k of
+// segment s at base[s] + m * sm + p * sp + k * sk. So a contiguous [rows, K] matrix (sk = 1) and the
+// NCHW spikes of a 1x1 convolution (k = channel, p = pixel, sp = 1, sk = H * W: "planar") are read in
+// place, without a transpose or concatenation copy.
+// Weights: Wt is W transposed and packed, [K, Dp] with Dp a multiple of 16 (zero columns after D).
+// Epilogue (optional, as BatchNorm in inference): y = y * col_scale[d] + col_shift[d] (per output
+// channel), then y = y * row_scale[p] + row_shift[p] (per position, MLP-SPE's per-token BatchNorm).
+// Output: [M, P, D] (rows) or [M, D, P] (planar, NCHW).
+//
+// Row inputs: the active inputs of a row are listed (an AVX-512 compress where sk = 1, else branch free),
+// then each tile of up to 64 output columns is accumulated in registers over that list: one load and one
+// add per 16 floats per active input, where a dense GEMM does one FMA per 16 per input.
+// Planar inputs: 16 pixels at a time; one vector load per channel gives that channel's spikes for the 16
+// pixels as a bit mask, and each set bit adds the weight row to that pixel's accumulator (in L1).
+// Either way each output sums its terms in the order of k, so the two paths give the same values, and
+// these differ from a GEMM's only by rounding (none when the sums are exact).
+//
+// Depends on the C++ standard library only (spikemlp/_native.py builds it).
+
+#include <algorithm>
+#include <cstdint>
+#include <thread>
+#include <vector>
+
+#ifdef __AVX512F__
+#include <immintrin.h>
+#endif
+
+#include "parallel.h"
+
+namespace {
+
+constexpr int kMaxSegments = 3;
+
+// 64 bytes of S (16 floats, 8 doubles) as one vector; GCC/Clang lower it to the widest registers the
+// build allows (one AVX-512 register, two AVX2 registers, ...). aligned(sizeof(S)): unaligned loads.
+template <typename S>
+using Vec [[gnu::vector_size(64), gnu::aligned(sizeof(S))]] = S;
+
+template <typename S>
+struct Problem {
+  const S* base[kMaxSegments];
+  int64_t channels[kMaxSegments];
+  int n_segments;
+  int64_t M, P, K, sm, sp, sk;
+  const S* wt;
+  const S* bias;  // Dp entries, or null
+  int64_t D, Dp;
+  const S* col_scale;  // Dp entries each, or null
+  const S* col_shift;
+  const S* row_scale;  // P entries each, or null
+  const S* row_shift;
+  S* out;
+  bool planar_out;
+};
+
+// Appends the nonzero inputs among `count` channels at `row` (stride sk), numbered from k0: their k to
+// idx, their values to val; returns how many, and clears *binary if one of them is not 1.
+template <typename S>
+inline int64_t active_inputs(const S* row, int64_t count, int64_t sk, int64_t k0, int32_t* idx, S* val,
+                             bool* binary) {
+  int64_t n = 0;
+  bool all_one = true;
+  int64_t k = 0;
+#ifdef __AVX512F__
+  if constexpr (sizeof(S) == 4) {
+    if (sk == 1) {
+      const __m512i step = _mm512_set1_epi32(16);
+      __m512i ks = _mm512_add_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                    _mm512_set1_epi32(static_cast<int32_t>(k0)));
+      const __m512 one = _mm512_set1_ps(1.0f);
+      __mmask16 not_one = 0;
+      for (; k + 16 <= count; k += 16) {
+        const __m512 v = _mm512_loadu_ps(reinterpret_cast<const float*>(row) + k);
+        const __mmask16 nz = _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_NEQ_UQ);
+        not_one |= _mm512_mask_cmp_ps_mask(nz, v, one, _CMP_NEQ_UQ);
+        // Compress in registers, then a full store (the buffers have 16 spare entries): the
+        // memory-destination compress is microcoded and slow on some CPUs (AMD Zen 4).
+        _mm512_storeu_si512(idx + n, _mm512_maskz_compress_epi32(nz, ks));
+        _mm512_storeu_ps(reinterpret_cast<float*>(val) + n, _mm512_maskz_compress_ps(nz, v));
+        n += __builtin_popcount(static_cast<unsigned>(nz));
+        ks = _mm512_add_epi32(ks, step);
+      }
+      all_one = not_one == 0;
+    }
+  }
+#endif
+  for (; k < count; ++k) {
+    const S v = row[k * sk];
+    idx[n] = static_cast<int32_t>(k0 + k);
+    val[n] = v;
+    all_one &= (v == S(0)) | (v == S(1));
+    n += (v != S(0));
+  }
+  *binary = *binary && all_one;
+  return n;
+}
+
+// acc[0, kV vectors) = bias + sum over the listed inputs of (val *) Wt[idx]: columns held in registers
+// across the whole list.
+template <typename S, int kV, bool kBinary>
+inline void accumulate_tile(const int32_t* idx, const S* val, int64_t n, const S* wt, int64_t Dp, const S* bias,
+                            S* acc_out) {
+  using V = Vec<S>;
+  constexpr int kLanes = 64 / sizeof(S);
+  V acc[kV];
+  for (int v = 0; v < kV; ++v) acc[v] = bias ? *reinterpret_cast<const V*>(bias + v * kLanes) : V{};
+  for (int64_t j = 0; j < n; ++j) {
+    const V* w = reinterpret_cast<const V*>(wt + static_cast<int64_t>(idx[j]) * Dp);
+    if constexpr (kBinary) {
+      for (int v = 0; v < kV; ++v) acc[v] += w[v];
+    } else {
+      const S x = val[j];
+      for (int v = 0; v < kV; ++v) acc[v] += x * w[v];
+    }
+  }
+  for (int v = 0; v < kV; ++v) reinterpret_cast<V*>(acc_out)[v] = acc[v];
+}
+
+// Epilogue and store of columns [d0, d0 + nv vectors) of output row (m, p), accumulated in acc (aligned).
+template <typename S>
+inline void finish(const Problem<S>& q, S* acc, int64_t nv, int64_t d0, int64_t m, int64_t p) {
+  using V = Vec<S>;
+  constexpr int kLanes = 64 / sizeof(S);
+  V* a = reinterpret_cast<V*>(acc);
+  if (q.col_scale) {
+    const V* cs = reinterpret_cast<const V*>(q.col_scale + d0);
+    const V* ct = reinterpret_cast<const V*>(q.col_shift + d0);
+    for (int64_t v = 0; v < nv; ++v) a[v] = a[v] * cs[v] + ct[v];
+  }
+  if (q.row_scale) {
+    const S rs = q.row_scale[p], rt = q.row_shift[p];
+    for (int64_t v = 0; v < nv; ++v) a[v] = a[v] * rs + rt;
+  }
+  const int64_t width = std::min<int64_t>(nv * kLanes, q.D - d0);
+  if (q.planar_out) {
+    S* dst = q.out + (m * q.D + d0) * q.P + p;
+    for (int64_t t = 0; t < width; ++t) dst[t * q.P] = acc[t];
+  } else {
+    S* dst = q.out + (m * q.P + p) * q.D + d0;
+    for (int64_t t = 0; t < width; ++t) dst[t] = acc[t];
+  }
+}
+
+constexpr int kPix = 16;        // pixels per spike mask (planar input)
+constexpr int64_t kRows = 64;   // rows per block: each column tile of the weights is reused by all of them
+constexpr int kTile = 8;        // vectors per column tile: 64 floats in four AVX-512 registers
+
+// The spikes of channels [0, count) at xb (stride sk) for npix pixels as bit masks; false if a value
+// is neither 0 nor 1.
+template <typename S>
+bool pixel_masks(const S* xb, int64_t count, int64_t sk, int64_t npix, uint32_t* masks) {
+  int64_t k = 0;
+#ifdef __AVX512F__
+  if (npix == kPix) {
+    for (; k < count; ++k) {
+      const S* xk = xb + k * sk;
+      // The next block's pixels of this channel: K streams are too many for the hardware prefetcher.
+      _mm_prefetch(reinterpret_cast<const char*>(xk + 2 * kPix), _MM_HINT_T0);
+      uint32_t nz, bad;
+      if constexpr (sizeof(S) == 4) {
+        const __m512 v = _mm512_loadu_ps(reinterpret_cast<const float*>(xk));
+        const __mmask16 n = _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_NEQ_UQ);
+        nz = n;
+        bad = _mm512_mask_cmp_ps_mask(n, v, _mm512_set1_ps(1.0f), _CMP_NEQ_UQ);
+      } else {
+        const __m512d lo = _mm512_loadu_pd(reinterpret_cast<const double*>(xk));
+        const __m512d hi = _mm512_loadu_pd(reinterpret_cast<const double*>(xk) + 8);
+        const __mmask8 nlo = _mm512_cmp_pd_mask(lo, _mm512_setzero_pd(), _CMP_NEQ_UQ);
+        const __mmask8 nhi = _mm512_cmp_pd_mask(hi, _mm512_setzero_pd(), _CMP_NEQ_UQ);
+        nz = nlo | (static_cast<uint32_t>(nhi) << 8);
+        bad = _mm512_mask_cmp_pd_mask(nlo, lo, _mm512_set1_pd(1.0), _CMP_NEQ_UQ) |
+              (static_cast<uint32_t>(_mm512_mask_cmp_pd_mask(nhi, hi, _mm512_set1_pd(1.0), _CMP_NEQ_UQ)) << 8);
+      }
+      if (bad) return false;
+      masks[k] = nz;
+    }
+  }
+#endif
+  for (; k < count; ++k) {
+    const S* xk = xb + k * sk;
+    uint32_t nz = 0, bad = 0;
+    for (int64_t i = 0; i < npix; ++i) {
+      nz |= static_cast<uint32_t>(xk[i] != S(0)) << i;
+      bad |= static_cast<uint32_t>((xk[i] != S(0)) & (xk[i] != S(1))) << i;
+    }
+    if (bad) return false;
+    masks[k] = nz;
+  }
+  return true;
+}
+
+// The active inputs of a block of rows, one list each (idx, and the values where a row is not 0/1).
+template <typename S>
+struct BlockLists {
+  int64_t stride;  // entries per row list: K + 16 (the compress stores a whole vector)
+  std::vector<int32_t> idx;
+  std::vector<S> val;
+  std::vector<uint32_t> masks;
+  int64_t count[kRows];
+  bool binary[kRows];
+  explicit BlockLists(int64_t K) : stride(K + 16), idx(kRows * stride), val(kRows * stride), masks(K) {}
+};
+
+// Lists of row (m, p), read one row at a time (any strides).
+template <typename S>
+void list_row(const Problem<S>& q, int64_t m, int64_t p, BlockLists<S>& L, int64_t j) {
+  bool binary = true;
+  int64_t n = 0, k0 = 0;
+  for (int s = 0; s < q.n_segments; ++s) {
+    n += active_inputs(q.base[s] + m * q.sm + p * q.sp, q.channels[s], q.sk, k0, L.idx.data() + j * L.stride + n,
+                       L.val.data() + j * L.stride + n, &binary);
+    k0 += q.channels[s];
+  }
+  L.count[j] = n, L.binary[j] = binary;
+}
+
+// Lists of pixels p0 .. p0 + npix (<= kPix) of image m, planar input: one vector load per channel gives
+// its spikes for all the pixels as a bit mask (instead of npix strided reads), and each set bit appends
+// k to that pixel's list, so the lists come out in the order of k as list_row's. Falls back to list_row
+// for the pixels if an input is not 0/1.
+template <typename S>
+void list_pixels(const Problem<S>& q, int64_t m, int64_t p0, int64_t npix, BlockLists<S>& L, int64_t j0) {
+  int64_t k0 = 0;
+  for (int s = 0; s < q.n_segments; ++s) {
+    if (!pixel_masks(q.base[s] + m * q.sm + p0, q.channels[s], q.sk, npix, L.masks.data() + k0)) {
+      for (int64_t i = 0; i < npix; ++i) list_row(q, m, p0 + i, L, j0 + i);
+      return;
+    }
+    k0 += q.channels[s];
+  }
+  for (int64_t i = 0; i < npix; ++i) L.count[j0 + i] = 0, L.binary[j0 + i] = true;
+  int32_t* idx = L.idx.data() + j0 * L.stride;
+  for (int64_t k = 0; k < q.K; ++k)
+    for (uint32_t bits = L.masks[k]; bits; bits &= bits - 1) {
+      const int i = __builtin_ctz(bits);
+      idx[i * L.stride + L.count[j0 + i]++] = static_cast<int32_t>(k);
+    }
+}
+
+// Columns [d0, d0 + kV vectors) of the block's rows j < nr (row j is (m[j], p[j])).
+template <typename S, int kV>
+void tile_rows(const Problem<S>& q, const BlockLists<S>& L, int64_t nr, const int64_t* ms, const int64_t* ps,
+               int64_t d0, S* acc) {
+  const S* b = q.bias ? q.bias + d0 : nullptr;
+  for (int64_t j = 0; j < nr; ++j) {
+    const int32_t* idx = L.idx.data() + j * L.stride;
+    const S* val = L.val.data() + j * L.stride;
+    if (L.binary[j])
+      accumulate_tile<S, kV, true>(idx, val, L.count[j], q.wt + d0, q.Dp, b, acc);
+    else
+      accumulate_tile<S, kV, false>(idx, val, L.count[j], q.wt + d0, q.Dp, b, acc);
+    finish(q, acc, kV, d0, ms[j], ps[j]);
+  }
+}
+
+// A block: list the rows' active inputs, then go over the weights one column tile at a time, all rows
+// per tile, so that the tile (K x 64 columns: 240 KiB at K = 936) stays in cache while it is reused.
+template <typename S>
+void block_product(const Problem<S>& q, int64_t nr, const int64_t* ms, const int64_t* ps, BlockLists<S>& L,
+                   S* acc) {
+  constexpr int kLanes = 64 / sizeof(S);
+  int64_t d0 = 0;
+  for (; d0 + kTile * kLanes <= q.Dp; d0 += kTile * kLanes) tile_rows<S, kTile>(q, L, nr, ms, ps, d0, acc);
+  const int64_t rest = (q.Dp - d0) / kLanes;  // whole vectors left, fewer than kTile
+  if (rest == 1) tile_rows<S, 1>(q, L, nr, ms, ps, d0, acc);
+  if (rest == 2) tile_rows<S, 2>(q, L, nr, ms, ps, d0, acc);
+  if (rest == 3) tile_rows<S, 3>(q, L, nr, ms, ps, d0, acc);
+  if (rest == 4) tile_rows<S, 4>(q, L, nr, ms, ps, d0, acc);
+  if (rest == 5) tile_rows<S, 5>(q, L, nr, ms, ps, d0, acc);
+  if (rest == 6) tile_rows<S, 6>(q, L, nr, ms, ps, d0, acc);
+  if (rest == 7) tile_rows<S, 7>(q, L, nr, ms, ps, d0, acc);
+}
+
+template <typename S>
+int spike_matmul(const Problem<S>& q, int n_threads) {
+  if (q.Dp % 16 != 0 || q.Dp < q.D) return 2;
+  // Planar input (a channel's pixels contiguous): blocks of kRows pixels of one image.
+  const bool planar = q.sp == 1 && q.sk != 1;
+  const int64_t per_image = (q.P + kRows - 1) / kRows;
+  const int64_t rows = q.M * q.P;
+  const int64_t n_blocks = planar ? q.M * per_image : (rows + kRows - 1) / kRows;
+  spikemlp::parallel_blocks(n_blocks, kRows * q.K * q.D / 4, n_threads, [&q, planar, per_image, rows](int64_t b0,
+                                                                                                    int64_t b1) {
+    BlockLists<S> L(q.K);
+    alignas(64) S acc[kTile * 64 / sizeof(S)];
+    int64_t ms[kRows], ps[kRows];
+    for (int64_t blk = b0; blk < b1; ++blk) {
+      int64_t nr;
+      if (planar) {
+        const int64_t m = blk / per_image, p0 = (blk % per_image) * kRows;
+        nr = std::min<int64_t>(kRows, q.P - p0);
+        for (int64_t j = 0; j < nr; j += kPix) list_pixels(q, m, p0 + j, std::min<int64_t>(kPix, nr - j), L, j);
+        for (int64_t j = 0; j < nr; ++j) ms[j] = m, ps[j] = p0 + j;
+      } else {
+        const int64_t r0 = blk * kRows;
+        nr = std::min(kRows, rows - r0);
+        for (int64_t j = 0; j < nr; ++j) {
+          ms[j] = (r0 + j) / q.P, ps[j] = (r0 + j) % q.P;
+          list_row(q, ms[j], ps[j], L, j);
+        }
+      }
+      block_product(q, nr, ms, ps, L, acc);
+    }
+  });
+  return 0;
+}
+
+template <typename S>
+int run(const void* const* base, const int64_t* channels, int n_segments, int64_t M, int64_t P, int64_t sm,
+        int64_t sp, int64_t sk, const void* wt, const void* bias, int64_t D, int64_t Dp, const void* col_scale,
+        const void* col_shift, const void* row_scale, const void* row_shift, void* out, int planar_out,
+        int n_threads) {
+  if (n_segments < 1 || n_segments > kMaxSegments) return 3;
+  Problem<S> q{};
+  q.n_segments = n_segments;
+  q.K = 0;
+  for (int s = 0; s < n_segments; ++s) {
+    q.base[s] = static_cast<const S*>(base[s]);
+    q.channels[s] = channels[s];
+    q.K += channels[s];
+  }
+  q.M = M, q.P = P, q.sm = sm, q.sp = sp, q.sk = sk;
+  q.wt = static_cast<const S*>(wt), q.bias = static_cast<const S*>(bias), q.D = D, q.Dp = Dp;
+  q.col_scale = static_cast<const S*>(col_scale), q.col_shift = static_cast<const S*>(col_shift);
+  q.row_scale = static_cast<const S*>(row_scale), q.row_shift = static_cast<const S*>(row_shift);
+  if ((q.col_scale == nullptr) != (q.col_shift == nullptr) || (q.row_scale == nullptr) != (q.row_shift == nullptr))
+    return 4;
+  q.out = static_cast<S*>(out), q.planar_out = planar_out != 0;
+  return spike_matmul(q, n_threads);
+}
+
+}  // namespace
+
+// The C interface (see the top of this file). dtype 0 float32, 1 float64. base and channels: n_segments
+// (1-3) entries. bias, col_scale, col_shift: Dp entries or null; row_scale, row_shift: P entries or null
+// (scale and shift given together). Returns 0, or 1 (bad dtype), 2 (Dp not a multiple of 16 or < D),
+// 3 (bad segment count), 4 (a scale without its shift).
+extern "C" int spikemlp_spike_matmul(int dtype, const void* const* base, const int64_t* channels, int n_segments,
+                                     int64_t M, int64_t P, int64_t sm, int64_t sp, int64_t sk, const void* wt,
+                                     const void* bias, int64_t D, int64_t Dp, const void* col_scale,
+                                     const void* col_shift, const void* row_scale, const void* row_shift, void* out,
+                                     int planar_out, int n_threads) {
+  switch (dtype) {
+    case 0:
+      return run<float>(base, channels, n_segments, M, P, sm, sp, sk, wt, bias, D, Dp, col_scale, col_shift,
+                        row_scale, row_shift, out, planar_out, n_threads);
+    case 1:
+      return run<double>(base, channels, n_segments, M, P, sm, sp, sk, wt, bias, D, Dp, col_scale, col_shift,
+                         row_scale, row_shift, out, planar_out, n_threads);
+    default:
+      return 1;
+  }
+}

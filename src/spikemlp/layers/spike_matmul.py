@@ -1,0 +1,178 @@
+"""Spike-driven products for inference on the CPU: Linear and 1x1 convolution that skip zero inputs.
+
+Every synaptic layer of MLP-SPE after the stem sees spikes, most of them 0. ``spike_matmul`` computes
+what a Linear or a 1x1 convolution computes, with a C++ kernel (csrc/spike_matmul_cpu.cpp) that adds,
+for each output, the weight rows of its active inputs only: the work falls with the firing rate, and on
+0/1 inputs no weight is multiplied. Non-binary inputs are still computed correctly (value x weight row).
+It reads its input where it lies (token rows or NCHW planes, a concatenation as its separate parts),
+writes either layout, and can apply an inference BatchNorm on the way out (per output channel or per
+position), so the layers around it need no transposes, concatenations or BN passes.
+
+Results differ from PyTorch's dense path only by float rounding (sums in another order); the tests
+compare with float64 products and, on sums that are exact, bit for bit. This is an inference path: no
+autograd, CPU, float32 and float64; ``available(x)`` says whether it applies.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .._native import NativeLibrary, data_ptr
+from ..neurons.bn_lif import observed
+
+_DTYPE_CODES = {torch.float32: 0, torch.float64: 1}
+_MAX_SEGMENTS = 3
+
+
+def _declare(lib: ctypes.CDLL) -> None:
+    i64, ptr, i32 = ctypes.c_int64, ctypes.c_void_p, ctypes.c_int
+    lib.spikemlp_spike_matmul.restype = i32
+    lib.spikemlp_spike_matmul.argtypes = [
+        i32, ptr, ptr, i32, i64, i64, i64, i64, i64, ptr, ptr, i64, i64, ptr, ptr, ptr, ptr, ptr, i32, i32,
+    ]  # fmt: skip
+
+
+_LIBRARY = NativeLibrary(Path(__file__).parents[1] / "csrc" / "spike_matmul_cpu.cpp", _declare)
+
+
+def unavailable_reason() -> str | None:
+    """None if the kernel is ready (built on first call), else why not."""
+    return _LIBRARY.unavailable_reason()
+
+
+def available(x: torch.Tensor) -> bool:
+    """Whether the kernel applies to x: CPU, float32/float64, no gradient wanted, kernel built."""
+    return (
+        x.device.type == "cpu"
+        and x.dtype in _DTYPE_CODES
+        and not (torch.is_grad_enabled() and x.requires_grad)
+        and unavailable_reason() is None
+    )
+
+
+def applies(layers: Sequence[nn.Module], x: torch.Tensor) -> bool:
+    """``available(x)``, no gradient wanted for the layers' parameters, and no hook observes them
+    (analysis tools that hook synaptic layers then see them run as themselves)."""
+    if not available(x) or any(observed(m) for m in layers):
+        return False
+    return not torch.is_grad_enabled() or not any(p.requires_grad for m in layers for p in m.parameters())
+
+
+def inference_affine(bn: nn.Module) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(scale, shift) with bn(y) = y * scale + shift per feature, for a BatchNorm in inference (eval mode,
+    running statistics); None if bn normalises with batch statistics or is not a BatchNorm. Computed as
+    PyTorch's CPU BatchNorm does in inference: scale = weight / sqrt(var + eps), shift = bias - mean *
+    scale."""
+    if not isinstance(bn, nn.modules.batchnorm._BatchNorm) or bn.training or bn.running_mean is None:
+        return None
+    with torch.no_grad():
+        scale = torch.rsqrt(bn.running_var + bn.eps)
+        if bn.weight is not None:
+            scale = scale * bn.weight
+        shift = -bn.running_mean * scale
+        if bn.bias is not None:
+            shift = shift + bn.bias
+    return scale, shift
+
+
+class PackedWeight:
+    """A weight [D, K, ...] transposed to [K, Dp] (Dp: D rounded up to 16, zero columns) and its bias
+    padded to Dp: the kernel's layout. Rebuilt only when the weight or bias changes (in-place updates
+    included: their version counters are part of the key)."""
+
+    def __init__(self) -> None:
+        self._key = None
+        self.wt = self.bias = None
+
+    def get(self, weight: torch.Tensor, bias: torch.Tensor | None, dtype: torch.dtype) -> PackedWeight:
+        key = (
+            weight.data_ptr(), weight._version, tuple(weight.shape), dtype,
+            None if bias is None else (bias.data_ptr(), bias._version),
+        )  # fmt: skip
+        if key != self._key:
+            D = weight.shape[0]
+            with torch.no_grad():
+                self.wt = _pad_columns(weight.detach().reshape(D, -1).t().to(dtype))
+                self.bias = None if bias is None else _pad_columns(bias.detach().to(dtype))
+            self._key = key
+        return self
+
+
+def _pad_columns(t: torch.Tensor) -> torch.Tensor:
+    return F.pad(t, (0, -t.shape[-1] % 16)).contiguous()
+
+
+def spike_matmul(
+    segments: Sequence[torch.Tensor],
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    packed: PackedWeight,
+    planar_in: bool,
+    planar_out: bool,
+    col_affine: tuple[torch.Tensor, torch.Tensor] | None = None,
+    row_affine: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """y = x @ weight^T + bias over the channels of x, then optional inference affines, for spikes x.
+
+    x is the concatenation over channels of ``segments`` (1 to 3 tensors, not copied): each [M, K_s, P]
+    if ``planar_in`` (NCHW planes, P = H * W), else [M, P, K_s] (token rows). ``weight`` is [D, sum K_s]
+    (a Linear's, or a 1x1 convolution's [D, K, 1, 1]). ``col_affine`` (scale, shift) [D] applies per
+    output channel, then ``row_affine`` [P] per position. Returns [M, D, P] if ``planar_out``, else
+    [M, P, D].
+    """
+    if not 1 <= len(segments) <= _MAX_SEGMENTS:
+        raise ValueError(f"spike_matmul takes 1 to {_MAX_SEGMENTS} input segments, got {len(segments)}")
+    first = segments[0]
+    dtype = first.dtype
+    M, P = first.shape[0], first.shape[2 if planar_in else 1]
+    channel_dim = 1 if planar_in else 2
+    inner = (2, 1) if planar_in else (1, 2)  # (position, channel) dims
+    for s in segments:
+        if s.dim() != 3 or s.shape[0] != M or s.shape[inner[0]] != P or s.dtype != dtype:
+            raise ValueError(f"spike_matmul segments must share M={M}, P={P} and dtype; got {tuple(s.shape)}")
+    segs = list(segments)
+    # One set of strides for all segments, the last dim dense (positions of a plane, channels of a row):
+    # otherwise all are made contiguous.
+    if len({s.stride() for s in segs}) > 1 or any(s.stride(2) != 1 for s in segs):
+        segs = [s.contiguous() for s in segs]
+    channels = [s.shape[channel_dim] for s in segs]
+    D = weight.shape[0]
+    if weight[0].numel() != sum(channels):
+        raise ValueError(f"spike_matmul: the input has {sum(channels)} channels, the weight expects "
+                         f"{weight[0].numel()}")  # fmt: skip
+    packed = packed.get(weight, bias, dtype)
+    sm, sp, sk = segs[0].stride(0), segs[0].stride(inner[0]), segs[0].stride(inner[1])
+    col = None if col_affine is None else [_pad_columns(t.to(dtype)) for t in col_affine]
+    row = None if row_affine is None else [t.to(dtype).contiguous() for t in row_affine]
+    out = torch.empty((M, D, P) if planar_out else (M, P, D), dtype=dtype)
+    bases = (ctypes.c_void_p * _MAX_SEGMENTS)(*[s.data_ptr() for s in segs])
+    counts = (ctypes.c_int64 * _MAX_SEGMENTS)(*channels)
+    status = _LIBRARY.get().spikemlp_spike_matmul(
+        _DTYPE_CODES[dtype], bases, counts, len(segs), M, P, sm, sp, sk, data_ptr(packed.wt),
+        data_ptr(packed.bias), D, packed.wt.shape[1], *(data_ptr(t) for t in col or (None, None)),
+        *(data_ptr(t) for t in row or (None, None)), data_ptr(out), int(planar_out), torch.get_num_threads(),
+    )  # fmt: skip
+    if status != 0:
+        raise RuntimeError(f"spikemlp spike matmul failed with status {status}")
+    return out
+
+
+def spike_linear(x: torch.Tensor, layer: nn.Linear, packed: PackedWeight) -> torch.Tensor:
+    """``layer(x)`` for spikes x [..., K] by the kernel (callers check ``applies`` first)."""
+    rows = x.reshape(1, -1, x.shape[-1])
+    y = spike_matmul([rows], layer.weight, layer.bias, packed, planar_in=False, planar_out=False)
+    return y.view(*x.shape[:-1], layer.out_features)
+
+
+def spike_conv1x1(x: torch.Tensor, layer: nn.Conv2d, packed: PackedWeight) -> torch.Tensor:
+    """``layer(x)`` for a 1x1 convolution (stride 1, groups 1) on spikes x [M, K, H, W], NCHW in and out
+    (callers check ``applies`` first)."""
+    M, K, H, W = x.shape
+    y = spike_matmul([x.reshape(M, K, H * W)], layer.weight, layer.bias, packed, planar_in=True, planar_out=True)
+    return y.view(M, -1, H, W)

@@ -343,3 +343,27 @@ def test_refitting_the_schedule_keeps_the_lr_continuous_and_ends_at_the_new_tota
     assert lr_at(40) == pytest.approx(before)
     assert lr_at(55) == pytest.approx(0.5 * (1 + math.cos(math.pi * 60 / 90)))  # half-way through the rest
     assert lr_at(70) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_eval_with_spike_kernels_gives_the_dense_results(tmp_path, trained_run, capsys):
+    # A small MLP-SPE run; its checkpoint evaluated by the dense layers and by the spike kernels.
+    from spikemlp.layers import spike_matmul
+
+    if spike_matmul.unavailable_reason() is not None:
+        pytest.skip(spike_matmul.unavailable_reason())
+    kwargs = {"patch_size": 2, "embed_dim": 6, "depths": [1, 1]}
+    train(tiny(model="mlp_spe_xt_cifar", model_kwargs=kwargs, epochs=1), tmp_path / "spe")
+    reports = []
+    for extra in ([], ["--spike-kernels"]):
+        out = tmp_path / f"eval{len(extra)}.json"
+        args = ["eval", "--checkpoint", str(tmp_path / "spe"), "--data", "synthetic", "--json", str(out)]
+        assert cli_main(args + extra) == 0
+        reports.append(json.loads(out.read_text()))
+    dense, fast = reports
+    assert not dense["spike_kernels"] and fast["spike_kernels"]
+    assert fast["top1"] == dense["top1"] and fast["loss"] == pytest.approx(dense["loss"], rel=1e-5)
+    # A model without spike kernels: a clear error, not a silent dense run.
+    _, run, _ = trained_run
+    capsys.readouterr()
+    assert cli_main(["eval", "--checkpoint", str(run), "--data", "synthetic", "--spike-kernels"]) != 0
+    assert "train_tiny_snn has no spike-driven kernels" in capsys.readouterr().err

@@ -8,8 +8,8 @@
 // multiplication and an addition, each rounded, as in an unfused GEMM).
 //
 // Input. Rows n = m * P + p (m < M images, p < P positions), K input channels given as up to three
-// segments (the parts of a concatenation, read where they lie) with common strides: channel k of
-// segment s at base[s] + m * sm + p * sp + k * sk. So a contiguous [rows, K] matrix (sk = 1) and the
+// segments (the parts of a concatenation, read where they lie): channel k of segment s at
+// base[s] + m * sm[s] + p * sp[s] + k * sk (sk common to the segments). So a contiguous [rows, K] matrix (sk = 1) and the
 // NCHW spikes of a 1x1 convolution (k = channel, p = pixel, sp = 1, sk = H * W: "planar") are read in
 // place, without a transpose or concatenation copy.
 // Weights: Wt is W transposed and packed, [K, Dp] with Dp a multiple of 16 (zero columns after D).
@@ -51,8 +51,10 @@ template <typename S>
 struct Problem {
   const S* base[kMaxSegments];
   int64_t channels[kMaxSegments];
+  int64_t sm[kMaxSegments];  // image and position strides of each segment
+  int64_t sp[kMaxSegments];
   int n_segments;
-  int64_t M, P, K, sm, sp, sk;
+  int64_t M, P, K, sk;
   const S* wt;
   const S* bias;  // Dp entries, or null
   int64_t D, Dp;
@@ -104,27 +106,6 @@ inline int64_t active_inputs(const S* row, int64_t count, int64_t sk, int64_t k0
   }
   *binary = *binary && all_one;
   return n;
-}
-
-// acc[0, kV vectors) = bias + sum over the listed inputs of (val *) Wt[idx]: columns held in registers
-// across the whole list.
-template <typename S, int kV, bool kBinary>
-inline void accumulate_tile(const int32_t* idx, const S* val, int64_t n, const S* wt, int64_t Dp, const S* bias,
-                            S* acc_out) {
-  using V = Vec<S>;
-  constexpr int kLanes = 64 / sizeof(S);
-  V acc[kV];
-  for (int v = 0; v < kV; ++v) acc[v] = bias ? *reinterpret_cast<const V*>(bias + v * kLanes) : V{};
-  for (int64_t j = 0; j < n; ++j) {
-    const V* w = reinterpret_cast<const V*>(wt + static_cast<int64_t>(idx[j]) * Dp);
-    if constexpr (kBinary) {
-      for (int v = 0; v < kV; ++v) acc[v] += w[v];
-    } else {
-      const S x = val[j];
-      for (int v = 0; v < kV; ++v) acc[v] += x * w[v];
-    }
-  }
-  for (int v = 0; v < kV; ++v) reinterpret_cast<V*>(acc_out)[v] = acc[v];
 }
 
 // Epilogue and store of columns [d0, d0 + nv vectors) of output row (m, p), accumulated in acc (aligned).
@@ -218,7 +199,7 @@ void list_row(const Problem<S>& q, int64_t m, int64_t p, BlockLists<S>& L, int64
   bool binary = true;
   int64_t n = 0, k0 = 0;
   for (int s = 0; s < q.n_segments; ++s) {
-    n += active_inputs(q.base[s] + m * q.sm + p * q.sp, q.channels[s], q.sk, k0, L.idx.data() + j * L.stride + n,
+    n += active_inputs(q.base[s] + m * q.sm[s] + p * q.sp[s], q.channels[s], q.sk, k0, L.idx.data() + j * L.stride + n,
                        L.val.data() + j * L.stride + n, &binary);
     k0 += q.channels[s];
   }
@@ -233,7 +214,7 @@ template <typename S>
 void list_pixels(const Problem<S>& q, int64_t m, int64_t p0, int64_t npix, BlockLists<S>& L, int64_t j0) {
   int64_t k0 = 0;
   for (int s = 0; s < q.n_segments; ++s) {
-    if (!pixel_masks(q.base[s] + m * q.sm + p0, q.channels[s], q.sk, npix, L.masks.data() + k0)) {
+    if (!pixel_masks(q.base[s] + m * q.sm[s] + p0, q.channels[s], q.sk, npix, L.masks.data() + k0)) {
       for (int64_t i = 0; i < npix; ++i) list_row(q, m, p0 + i, L, j0 + i);
       return;
     }
@@ -248,19 +229,93 @@ void list_pixels(const Problem<S>& q, int64_t m, int64_t p0, int64_t npix, Block
     }
 }
 
-// Columns [d0, d0 + kV vectors) of the block's rows j < nr (row j is (m[j], p[j])).
+// Columns [d0, d0 + kV vectors) of the block's rows j < nr (row j is (m[j], p[j])). The weights are
+// taken kChunk input channels at a time (kChunk x kV vectors: 16 KiB, in L1), and every row of a group
+// adds its active inputs of the chunk before the next chunk is loaded: each weight row is read from
+// L2 once per group, not once per active input (which would bound the sums by L2 bandwidth). Per row
+// the sums still run in the order of k.
+constexpr int64_t kGroup = 16;          // rows whose accumulators (kGroup x kV vectors) stay in L1
+constexpr int64_t kChunkBytes = 16384;  // weight rows per chunk: this many bytes of the tile
+constexpr int64_t kMinActivesPerChunk = 6;
+
+// Columns [d0, d0 + kV vectors) of the block's rows, each row over its whole list at once (the
+// accumulators stay in registers; the weight rows come from L2): for sparse rows, where few active
+// inputs fall in each chunk of tile_rows_chunked.
 template <typename S, int kV>
-void tile_rows(const Problem<S>& q, const BlockLists<S>& L, int64_t nr, const int64_t* ms, const int64_t* ps,
-               int64_t d0, S* acc) {
-  const S* b = q.bias ? q.bias + d0 : nullptr;
+void tile_rows_whole(const Problem<S>& q, const BlockLists<S>& L, int64_t nr, const int64_t* ms,
+                     const int64_t* ps, int64_t d0, S* acc) {
+  using V = Vec<S>;
+  const V* bias = q.bias ? reinterpret_cast<const V*>(q.bias + d0) : nullptr;
   for (int64_t j = 0; j < nr; ++j) {
     const int32_t* idx = L.idx.data() + j * L.stride;
     const S* val = L.val.data() + j * L.stride;
-    if (L.binary[j])
-      accumulate_tile<S, kV, true>(idx, val, L.count[j], q.wt + d0, q.Dp, b, acc);
-    else
-      accumulate_tile<S, kV, false>(idx, val, L.count[j], q.wt + d0, q.Dp, b, acc);
+    const int64_t n = L.count[j];
+    V r[kV];
+    for (int v = 0; v < kV; ++v) r[v] = bias ? bias[v] : V{};
+    if (L.binary[j]) {
+      for (int64_t c = 0; c < n; ++c) {
+        const V* w = reinterpret_cast<const V*>(q.wt + static_cast<int64_t>(idx[c]) * q.Dp + d0);
+        for (int v = 0; v < kV; ++v) r[v] += w[v];
+      }
+    } else {
+      for (int64_t c = 0; c < n; ++c) {
+        const V* w = reinterpret_cast<const V*>(q.wt + static_cast<int64_t>(idx[c]) * q.Dp + d0);
+        const S x = val[c];
+        for (int v = 0; v < kV; ++v) r[v] += x * w[v];
+      }
+    }
+    for (int v = 0; v < kV; ++v) reinterpret_cast<V*>(acc)[v] = r[v];
     finish(q, acc, kV, d0, ms[j], ps[j]);
+  }
+}
+
+template <typename S, int kV>
+void tile_rows(const Problem<S>& q, const BlockLists<S>& L, int64_t nr, const int64_t* ms, const int64_t* ps,
+               int64_t d0, S* acc) {
+  using V = Vec<S>;
+  constexpr int kLanes = 64 / sizeof(S);
+  const int64_t chunk = std::max<int64_t>(16, kChunkBytes / (kV * 64));
+  // Chunks pay (L1 instead of L2 reads per active input) when rows have several active inputs per
+  // chunk; otherwise reloading the accumulators for every chunk costs more (measured: the switch at
+  // about 6 per chunk).
+  int64_t actives = 0;
+  for (int64_t j = 0; j < nr; ++j) actives += L.count[j];
+  if (actives * chunk < kMinActivesPerChunk * nr * q.K) return tile_rows_whole<S, kV>(q, L, nr, ms, ps, d0, acc);
+  const V* bias = q.bias ? reinterpret_cast<const V*>(q.bias + d0) : nullptr;
+  V* a = reinterpret_cast<V*>(acc);
+  for (int64_t g0 = 0; g0 < nr; g0 += kGroup) {
+    const int64_t ng = std::min(kGroup, nr - g0);
+    int64_t cursor[kGroup];
+    for (int64_t j = 0; j < ng; ++j) {
+      cursor[j] = 0;
+      for (int v = 0; v < kV; ++v) a[j * kV + v] = bias ? bias[v] : V{};
+    }
+    for (int64_t k_end = chunk; k_end - chunk < q.K; k_end += chunk) {
+      for (int64_t j = 0; j < ng; ++j) {
+        const int32_t* idx = L.idx.data() + (g0 + j) * L.stride;
+        const S* val = L.val.data() + (g0 + j) * L.stride;
+        const int64_t n = L.count[g0 + j];
+        int64_t c = cursor[j];
+        if (c >= n || idx[c] >= k_end) continue;
+        V r[kV];
+        for (int v = 0; v < kV; ++v) r[v] = a[j * kV + v];
+        if (L.binary[g0 + j]) {
+          for (; c < n && idx[c] < k_end; ++c) {
+            const V* w = reinterpret_cast<const V*>(q.wt + static_cast<int64_t>(idx[c]) * q.Dp + d0);
+            for (int v = 0; v < kV; ++v) r[v] += w[v];
+          }
+        } else {
+          for (; c < n && idx[c] < k_end; ++c) {
+            const V* w = reinterpret_cast<const V*>(q.wt + static_cast<int64_t>(idx[c]) * q.Dp + d0);
+            const S x = val[c];
+            for (int v = 0; v < kV; ++v) r[v] += x * w[v];
+          }
+        }
+        for (int v = 0; v < kV; ++v) a[j * kV + v] = r[v];
+        cursor[j] = c;
+      }
+    }
+    for (int64_t j = 0; j < ng; ++j) finish(q, acc + j * kV * kLanes, kV, d0, ms[g0 + j], ps[g0 + j]);
   }
 }
 
@@ -286,14 +341,15 @@ template <typename S>
 int spike_matmul(const Problem<S>& q, int n_threads) {
   if (q.Dp % 16 != 0 || q.Dp < q.D) return 2;
   // Planar input (a channel's pixels contiguous): blocks of kRows pixels of one image.
-  const bool planar = q.sp == 1 && q.sk != 1;
+  bool planar = q.sk != 1;
+  for (int s = 0; s < q.n_segments; ++s) planar = planar && q.sp[s] == 1;
   const int64_t per_image = (q.P + kRows - 1) / kRows;
   const int64_t rows = q.M * q.P;
   const int64_t n_blocks = planar ? q.M * per_image : (rows + kRows - 1) / kRows;
   spikemlp::parallel_blocks(n_blocks, kRows * q.K * q.D / 4, n_threads, [&q, planar, per_image, rows](int64_t b0,
                                                                                                     int64_t b1) {
     BlockLists<S> L(q.K);
-    alignas(64) S acc[kTile * 64 / sizeof(S)];
+    alignas(64) S acc[kGroup * kTile * 64 / sizeof(S)];
     int64_t ms[kRows], ps[kRows];
     for (int64_t blk = b0; blk < b1; ++blk) {
       int64_t nr;
@@ -317,8 +373,8 @@ int spike_matmul(const Problem<S>& q, int n_threads) {
 }
 
 template <typename S>
-int run(const void* const* base, const int64_t* channels, int n_segments, int64_t M, int64_t P, int64_t sm,
-        int64_t sp, int64_t sk, const void* wt, const void* bias, int64_t D, int64_t Dp, const void* col_scale,
+int run(const void* const* base, const int64_t* channels, const int64_t* sm, const int64_t* sp, int n_segments,
+        int64_t M, int64_t P, int64_t sk, const void* wt, const void* bias, int64_t D, int64_t Dp, const void* col_scale,
         const void* col_shift, const void* row_scale, const void* row_shift, void* out, int planar_out,
         int n_threads) {
   if (n_segments < 1 || n_segments > kMaxSegments) return 3;
@@ -328,9 +384,11 @@ int run(const void* const* base, const int64_t* channels, int n_segments, int64_
   for (int s = 0; s < n_segments; ++s) {
     q.base[s] = static_cast<const S*>(base[s]);
     q.channels[s] = channels[s];
+    q.sm[s] = sm[s];
+    q.sp[s] = sp[s];
     q.K += channels[s];
   }
-  q.M = M, q.P = P, q.sm = sm, q.sp = sp, q.sk = sk;
+  q.M = M, q.P = P, q.sk = sk;
   q.wt = static_cast<const S*>(wt), q.bias = static_cast<const S*>(bias), q.D = D, q.Dp = Dp;
   q.col_scale = static_cast<const S*>(col_scale), q.col_shift = static_cast<const S*>(col_shift);
   q.row_scale = static_cast<const S*>(row_scale), q.row_shift = static_cast<const S*>(row_shift);
@@ -342,21 +400,21 @@ int run(const void* const* base, const int64_t* channels, int n_segments, int64_
 
 }  // namespace
 
-// The C interface (see the top of this file). dtype 0 float32, 1 float64. base and channels: n_segments
-// (1-3) entries. bias, col_scale, col_shift: Dp entries or null; row_scale, row_shift: P entries or null
+// The C interface (see the top of this file). dtype 0 float32, 1 float64. base, channels, sm and sp (image
+// and position strides): n_segments (1-3) entries. bias, col_scale, col_shift: Dp entries or null; row_scale, row_shift: P entries or null
 // (scale and shift given together). Returns 0, or 1 (bad dtype), 2 (Dp not a multiple of 16 or < D),
 // 3 (bad segment count), 4 (a scale without its shift).
-extern "C" int spikemlp_spike_matmul(int dtype, const void* const* base, const int64_t* channels, int n_segments,
-                                     int64_t M, int64_t P, int64_t sm, int64_t sp, int64_t sk, const void* wt,
+extern "C" int spikemlp_spike_matmul(int dtype, const void* const* base, const int64_t* channels, const int64_t* sm,
+                                     const int64_t* sp, int n_segments, int64_t M, int64_t P, int64_t sk, const void* wt,
                                      const void* bias, int64_t D, int64_t Dp, const void* col_scale,
                                      const void* col_shift, const void* row_scale, const void* row_shift, void* out,
                                      int planar_out, int n_threads) {
   switch (dtype) {
     case 0:
-      return run<float>(base, channels, n_segments, M, P, sm, sp, sk, wt, bias, D, Dp, col_scale, col_shift,
+      return run<float>(base, channels, sm, sp, n_segments, M, P, sk, wt, bias, D, Dp, col_scale, col_shift,
                         row_scale, row_shift, out, planar_out, n_threads);
     case 1:
-      return run<double>(base, channels, n_segments, M, P, sm, sp, sk, wt, bias, D, Dp, col_scale, col_shift,
+      return run<double>(base, channels, sm, sp, n_segments, M, P, sk, wt, bias, D, Dp, col_scale, col_shift,
                          row_scale, row_shift, out, planar_out, n_threads);
     default:
       return 1;

@@ -34,6 +34,7 @@ from torch import nn
 from ..neurons.bn_lif import batch_norm_lif, projection_batch_norm_lif
 from ..neurons.spike_storage import mark_binary
 from . import spike_matmul
+from .batch_norm_fold import fold_rows
 
 
 def axial_map(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, axis: str) -> torch.Tensor:
@@ -109,13 +110,10 @@ def positional_batch_norm(bn: nn.BatchNorm2d, y: torch.Tensor, axis: str) -> tor
 
 
 def _folded_map(x: torch.Tensor, proj: AxialProjection, affine) -> torch.Tensor:
-    """proj(x) followed by an inference BN over the positions of its axis: (scale, shift) per output
-    position folded into the map's rows and bias."""
-    scale, shift = affine
-    n = proj.in_channels
-    weight = proj.weight.view(n, n) * scale[:, None]
-    bias = shift if proj.bias is None else proj.bias * scale + shift
-    return axial_map(x, weight, bias, proj.axis)
+    """proj(x) followed by an inference BN over the positions of its axis, (a, d) per output position
+    folded into the map's rows and bias (as the MFI fold does)."""
+    weight, bias = fold_rows(proj.weight, proj.bias, *affine)
+    return axial_map(x, weight.to(x.dtype), bias.to(x.dtype), proj.axis)
 
 
 class AxialTokenMixing(nn.Module):

@@ -82,7 +82,8 @@ class ChannelMLP(nn.Module):
         bypassed = (self.fc1, self.fc2, self.norm1, self.norm2)
         if not (self.spike_kernels and type(self.fc1) is nn.Linear and type(self.fc2) is nn.Linear):
             return None
-        affine1, affine2 = spike_matmul.inference_affine(self.norm1), spike_matmul.inference_affine(self.norm2)
+        affine1 = spike_matmul.inference_affine(self.norm1)
+        affine2 = spike_matmul.inference_affine(self.norm2)
         if affine1 is None or affine2 is None or not spike_matmul.applies(bypassed, x):
             return None
         T, B, C, H, W = x.shape

@@ -25,6 +25,12 @@ from torch import nn
 
 from .._native import NativeLibrary, data_ptr
 from ..neurons.bn_lif import observed
+from .batch_norm_fold import inference_affine
+
+__all__ = [
+    "PackedWeight", "applies", "available", "inference_affine", "spike_conv1x1", "spike_linear",
+    "spike_matmul", "unavailable_reason",
+]  # fmt: skip
 
 _DTYPE_CODES = {torch.float32: 0, torch.float64: 1}
 _MAX_SEGMENTS = 3
@@ -34,7 +40,7 @@ def _declare(lib: ctypes.CDLL) -> None:
     i64, ptr, i32 = ctypes.c_int64, ctypes.c_void_p, ctypes.c_int
     lib.spikemlp_spike_matmul.restype = i32
     lib.spikemlp_spike_matmul.argtypes = [
-        i32, ptr, ptr, i32, i64, i64, i64, i64, i64, ptr, ptr, i64, i64, ptr, ptr, ptr, ptr, ptr, i32, i32,
+        i32, ptr, ptr, ptr, ptr, i32, i64, i64, i64, ptr, ptr, i64, i64, ptr, ptr, ptr, ptr, ptr, i32, i32,
     ]  # fmt: skip
 
 
@@ -62,23 +68,6 @@ def applies(layers: Sequence[nn.Module], x: torch.Tensor) -> bool:
     if not available(x) or any(observed(m) for m in layers):
         return False
     return not torch.is_grad_enabled() or not any(p.requires_grad for m in layers for p in m.parameters())
-
-
-def inference_affine(bn: nn.Module) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """(scale, shift) with bn(y) = y * scale + shift per feature, for a BatchNorm in inference (eval mode,
-    running statistics); None if bn normalises with batch statistics or is not a BatchNorm. Computed as
-    PyTorch's CPU BatchNorm does in inference: scale = weight / sqrt(var + eps), shift = bias - mean *
-    scale."""
-    if not isinstance(bn, nn.modules.batchnorm._BatchNorm) or bn.training or bn.running_mean is None:
-        return None
-    with torch.no_grad():
-        scale = torch.rsqrt(bn.running_var + bn.eps)
-        if bn.weight is not None:
-            scale = scale * bn.weight
-        shift = -bn.running_mean * scale
-        if bn.bias is not None:
-            shift = shift + bn.bias
-    return scale, shift
 
 
 class PackedWeight:
@@ -137,9 +126,10 @@ def spike_matmul(
         if s.dim() != 3 or s.shape[0] != M or s.shape[inner[0]] != P or s.dtype != dtype:
             raise ValueError(f"spike_matmul segments must share M={M}, P={P} and dtype; got {tuple(s.shape)}")
     segs = list(segments)
-    # One set of strides for all segments, the last dim dense (positions of a plane, channels of a row):
-    # otherwise all are made contiguous.
-    if len({s.stride() for s in segs}) > 1 or any(s.stride(2) != 1 for s in segs):
+    # The segments share their channel stride, and their last dim is dense (positions of a plane,
+    # channels of a row); otherwise all are made contiguous (planes: channel stride P; rows: 1).
+    channel_strides = {s.stride(inner[1]) for s in segs}
+    if len(channel_strides) > 1 or any(s.stride(2) != 1 for s in segs):
         segs = [s.contiguous() for s in segs]
     channels = [s.shape[channel_dim] for s in segs]
     D = weight.shape[0]
@@ -147,14 +137,17 @@ def spike_matmul(
         raise ValueError(f"spike_matmul: the input has {sum(channels)} channels, the weight expects "
                          f"{weight[0].numel()}")  # fmt: skip
     packed = packed.get(weight, bias, dtype)
-    sm, sp, sk = segs[0].stride(0), segs[0].stride(inner[0]), segs[0].stride(inner[1])
+    sk = segs[0].stride(inner[1])
     col = None if col_affine is None else [_pad_columns(t.to(dtype)) for t in col_affine]
     row = None if row_affine is None else [t.to(dtype).contiguous() for t in row_affine]
     out = torch.empty((M, D, P) if planar_out else (M, P, D), dtype=dtype)
     bases = (ctypes.c_void_p * _MAX_SEGMENTS)(*[s.data_ptr() for s in segs])
     counts = (ctypes.c_int64 * _MAX_SEGMENTS)(*channels)
+    image_strides = (ctypes.c_int64 * _MAX_SEGMENTS)(*[s.stride(0) for s in segs])
+    position_strides = (ctypes.c_int64 * _MAX_SEGMENTS)(*[s.stride(inner[0]) for s in segs])
     status = _LIBRARY.get().spikemlp_spike_matmul(
-        _DTYPE_CODES[dtype], bases, counts, len(segs), M, P, sm, sp, sk, data_ptr(packed.wt),
+        _DTYPE_CODES[dtype], bases, counts, image_strides, position_strides, len(segs), M, P, sk,
+        data_ptr(packed.wt),
         data_ptr(packed.bias), D, packed.wt.shape[1], *(data_ptr(t) for t in col or (None, None)),
         *(data_ptr(t) for t in row or (None, None)), data_ptr(out), int(planar_out), torch.get_num_threads(),
     )  # fmt: skip
@@ -174,5 +167,6 @@ def spike_conv1x1(x: torch.Tensor, layer: nn.Conv2d, packed: PackedWeight) -> to
     """``layer(x)`` for a 1x1 convolution (stride 1, groups 1) on spikes x [M, K, H, W], NCHW in and out
     (callers check ``applies`` first)."""
     M, K, H, W = x.shape
-    y = spike_matmul([x.reshape(M, K, H * W)], layer.weight, layer.bias, packed, planar_in=True, planar_out=True)
+    planes = x.reshape(M, K, H * W)
+    y = spike_matmul([planes], layer.weight, layer.bias, packed, planar_in=True, planar_out=True)
     return y.view(M, -1, H, W)

@@ -35,6 +35,7 @@ from torch import nn
 
 from ..layers import AxialTokenMixing, ChannelMLP, ConvDownsample, PatchStem, SpikingPatchEncoding
 from ..layers.axial_token_mixing import AxialProjection
+from ..layers.batch_norm_fold import batch_norm_affine, fold_rows
 from ..layers.spiking_patch_encoding import ConvBN
 from ..models.mlp_spe import MLPSPE
 from .accumulate import (
@@ -48,25 +49,7 @@ from .accumulate import (
 )
 from .neurons import ThresholdLIF
 
-
-def bn_affine(bn: nn.modules.batchnorm._BatchNorm) -> tuple[torch.Tensor, torch.Tensor]:
-    """(a, d) with BN(z) = a z + d in eval mode, in float64."""
-    if not bn.track_running_stats or bn.running_mean is None:
-        raise ValueError("cannot fold a BatchNorm without running statistics (track_running_stats=False)")
-    var = bn.running_var.detach().double()
-    mean = bn.running_mean.detach().double()
-    gamma = bn.weight.detach().double() if bn.weight is not None else torch.ones_like(var)
-    beta = bn.bias.detach().double() if bn.bias is not None else torch.zeros_like(var)
-    a = gamma / torch.sqrt(var + bn.eps)
-    return a, beta - a * mean
-
-
-def _fold_rows(weight: torch.Tensor, bias: torch.Tensor | None, a: torch.Tensor, d: torch.Tensor):
-    """Output-feature-wise fold: W' = a W (row-wise), b' = a b + d, computed in float64."""
-    w = weight.detach().double()
-    b = bias.detach().double() if bias is not None else torch.zeros(w.shape[0], dtype=torch.float64)
-    w = w * a.view(-1, *([1] * (w.dim() - 1)))
-    return w, a * b + d
+bn_affine = batch_norm_affine  # (a, d) with BN(z) = a z + d in eval mode, in float64
 
 
 def _set(param_holder: nn.Module, name: str, value: torch.Tensor, like: torch.Tensor) -> None:
@@ -76,7 +59,7 @@ def _set(param_holder: nn.Module, name: str, value: torch.Tensor, like: torch.Te
 
 
 def _folded_conv(conv: nn.Conv2d, bn: nn.Module) -> nn.Conv2d:
-    w, b = _fold_rows(conv.weight, conv.bias, *bn_affine(bn))
+    w, b = fold_rows(conv.weight, conv.bias, *bn_affine(bn))
     new = copy.deepcopy(conv)
     like = conv.weight
     _set(new, "weight", w, like)
@@ -111,7 +94,7 @@ class FoldedMLPSPE(MLPSPE):
 def _fold_channel_mlp(block: ChannelMLP) -> None:
     if block.channel_bn == "channel":
         for fc, bn_name in ((block.fc1, "norm1"), (block.fc2, "norm2")):
-            w, b = _fold_rows(fc.weight, fc.bias, *bn_affine(getattr(block, bn_name)))
+            w, b = fold_rows(fc.weight, fc.bias, *bn_affine(getattr(block, bn_name)))
             like = fc.weight
             _set(fc, "weight", w, like)
             _set(fc, "bias", b, like)
@@ -141,7 +124,7 @@ def _to_like(module: nn.Module, like: torch.Tensor) -> None:
 
 def _fold_token_mixing(block: AxialTokenMixing) -> None:
     for proj, bn_name in ((block.proj_w, "norm_w"), (block.proj_h, "norm_h")):
-        w, b = _fold_rows(proj.weight, proj.bias, *bn_affine(getattr(block, bn_name)))
+        w, b = fold_rows(proj.weight, proj.bias, *bn_affine(getattr(block, bn_name)))
         like = proj.weight
         _set(proj, "weight", w, like)
         _set(proj, "bias", b, like)

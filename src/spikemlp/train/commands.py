@@ -120,6 +120,12 @@ def register(subparsers) -> None:
         choices=TTA_MODES,
         help="test-time augmentation (default: the run's own setting, the config key tta)",
     )
+    e.add_argument(
+        "--spike-kernels",
+        action="store_true",
+        help="CPU inference of MLP-SPE by its spike-driven kernels (model.set_spike_kernels): same "
+        "model, faster on a CPU; results differ from the dense path only by float rounding",
+    )
     e.add_argument("--json", help="also write the results (with per-class accuracy) to this JSON file")
     e.set_defaults(func=run_eval)
 
@@ -204,6 +210,10 @@ def run_eval(args: argparse.Namespace) -> int:
     data = args.data or cfg.data
     device = pick_device(args.device)
     model = model.to(device)
+    if args.spike_kernels:
+        if not hasattr(model, "set_spike_kernels"):
+            raise ValueError(f"--spike-kernels: {cfg.model} has no spike-driven kernels (MLP-SPE models do)")
+        model.set_spike_kernels(True)
     dtype = torch.float64 if cfg.dtype == "float64" else torch.float32
     cfg = dataclasses.replace(cfg, eval_batch_size=args.batch_size, data_dir=args.data_dir or cfg.data_dir)
     facts = loaders.facts(data, cfg.img_size)
@@ -238,6 +248,7 @@ def run_eval(args: argparse.Namespace) -> int:
             "data": data,
             "split": args.split,
             "tta": tta,
+            "spike_kernels": bool(getattr(model, "spike_kernels", False)),
             "classes": names,
             **result.to_dict(),
         }

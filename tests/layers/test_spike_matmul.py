@@ -1,0 +1,183 @@
+"""The spike-driven product against dense products: float64 references, and bit for bit where sums are exact.
+
+Layouts (NCHW planes or token rows, in and out), concatenations read as segments, the inference BatchNorm
+epilogues, the two ways the kernel walks the weights (sparse rows: whole lists; dense rows: chunks of
+input channels), non-binary inputs, and the checks on bad arguments.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from spikemlp.layers import spike_matmul as sm
+
+
+@pytest.fixture(autouse=True)
+def _kernel_built():
+    reason = sm.unavailable_reason()
+    if reason is not None:
+        pytest.skip(reason)
+
+
+def spikes(*shape, p=0.3, dtype=torch.float32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand(*shape, generator=g) < p).to(dtype)
+
+
+def dense_reference(planes, weight, bias, col=None, row=None):
+    """float64 x @ W^T + b, then the affines, on planes [M, K, P] -> [M, D, P]."""
+    y = torch.einsum("mkp,dk->mdp", planes.double(), weight.double().reshape(weight.shape[0], -1))
+    if bias is not None:
+        y = y + bias.double()[:, None]
+    if col is not None:
+        y = y * col[0].double()[:, None] + col[1].double()[:, None]
+    if row is not None:
+        y = y * row[0].double() + row[1].double()
+    return y
+
+
+def run(planes, weight, bias, planar_in, planar_out, **affines):
+    x = planes if planar_in else planes.transpose(1, 2).contiguous()
+    y = sm.spike_matmul([x], weight, bias, sm.PackedWeight(), planar_in, planar_out, **affines)
+    return y if planar_out else y.transpose(1, 2)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("planar_in", [True, False])
+@pytest.mark.parametrize("planar_out", [True, False])
+@pytest.mark.parametrize(
+    ("K", "D", "P", "p"),
+    [(7, 5, 3, 0.3), (78, 234, 37, 0.3), (234, 78, 70, 0.1), (300, 40, 130, 0.6), (40, 1000, 17, 0.5)],
+)
+def test_matches_float64_product(dtype, planar_in, planar_out, K, D, P, p):
+    # Shapes cover D not a multiple of 16 (padded columns), P across several blocks of 16 and 64
+    # pixels with a remainder, sparse rows (whole lists) and dense rows with K above one chunk.
+    g = torch.Generator().manual_seed(K + D)
+    planes = spikes(3, K, P, p=p, dtype=dtype, seed=K)
+    weight, bias = torch.randn(D, K, generator=g, dtype=dtype), torch.randn(D, generator=g, dtype=dtype)
+    got = run(planes, weight, bias, planar_in, planar_out)
+    want = dense_reference(planes, weight, bias)
+    tol = 1e-12 if dtype == torch.float64 else 1e-4
+    torch.testing.assert_close(got.double(), want, rtol=0, atol=tol * max(1.0, K**0.5))
+    assert got.dtype == dtype and got.shape == (3, D, P)
+
+
+@pytest.mark.parametrize("p", [0.05, 0.9])  # the whole-list walk and the chunked walk
+def test_exact_sums_are_bit_identical_to_linear(p):
+    # Integer weights: every partial sum is exact in float32, so any summation order gives the same bits.
+    g = torch.Generator().manual_seed(1)
+    planes = spikes(2, 600, 64, p=p, seed=2)
+    weight = torch.randint(-50, 50, (90, 600), generator=g).float()
+    bias = torch.randint(-50, 50, (90,), generator=g).float()
+    want = F.linear(planes.transpose(1, 2), weight, bias).transpose(1, 2)
+    for planar_in in (True, False):
+        for planar_out in (True, False):
+            assert torch.equal(run(planes, weight, bias, planar_in, planar_out), want)
+
+
+def test_rows_and_planes_give_the_same_values():
+    # Both input layouts list the active inputs in the order of k, so the float32 sums are the same.
+    g = torch.Generator().manual_seed(3)
+    planes = spikes(4, 130, 50, p=0.4, seed=4)
+    weight, bias = torch.randn(70, 130, generator=g), torch.randn(70, generator=g)
+    results = [run(planes, weight, bias, i, o) for i in (True, False) for o in (True, False)]
+    assert all(torch.equal(results[0], r) for r in results[1:])
+
+
+def test_segments_are_the_concatenation():
+    g = torch.Generator().manual_seed(5)
+    parts = [spikes(3, c, 40, seed=10 + c) for c in (5, 9, 4)]
+    weight, bias = torch.randn(11, 18, 1, 1, generator=g), None
+    got = sm.spike_matmul(parts, weight, bias, sm.PackedWeight(), planar_in=True, planar_out=True)
+    want = dense_reference(torch.cat(parts, 1), weight, bias)
+    torch.testing.assert_close(got.double(), want, rtol=0, atol=1e-5)
+    # A segment laid out differently (a strided view) is read correctly too.
+    odd = spikes(3, 40, 9, seed=20).transpose(1, 2)  # [3, 9, 40], position stride 9
+    got = sm.spike_matmul([parts[0], odd, parts[2]], weight, bias, sm.PackedWeight(), True, True)
+    want = dense_reference(torch.cat([parts[0], odd, parts[2]], 1), weight, bias)
+    torch.testing.assert_close(got.double(), want, rtol=0, atol=1e-5)
+    # Token rows [M, P, K_s] of different widths.
+    rows = [part.transpose(1, 2).contiguous() for part in parts]
+    got = sm.spike_matmul(rows, weight, bias, sm.PackedWeight(), planar_in=False, planar_out=True)
+    want = dense_reference(torch.cat(parts, 1), weight, bias)
+    torch.testing.assert_close(got.double(), want, rtol=0, atol=1e-5)
+
+
+def test_epilogues_are_inference_batch_norm():
+    g = torch.Generator().manual_seed(6)
+    planes = spikes(2, 30, 25, seed=7, dtype=torch.float64)
+    weight, bias = torch.randn(12, 30, generator=g, dtype=torch.float64), torch.randn(12, dtype=torch.float64)
+    per_channel, per_position = nn.BatchNorm1d(12).double().eval(), nn.BatchNorm1d(25).double().eval()
+    for bn in (per_channel, per_position):
+        with torch.no_grad():
+            bn.weight.uniform_(0.5, 2.0)
+            bn.bias.normal_()
+            bn.running_mean.normal_()
+            bn.running_var.uniform_(0.5, 2.0)
+    rows = F.linear(planes.transpose(1, 2), weight, bias)  # [M, P, D]: positions in BN1d's channel slot
+    want = per_position(per_channel(rows.transpose(1, 2)).transpose(1, 2))
+    got = run(
+        planes, weight, bias, True, False,
+        col_affine=sm.inference_affine(per_channel), row_affine=sm.inference_affine(per_position),
+    )  # fmt: skip
+    torch.testing.assert_close(got.transpose(1, 2), want, rtol=0, atol=1e-12)
+    assert sm.inference_affine(per_channel.train()) is None  # batch statistics: no fixed affine map
+
+
+def test_non_binary_inputs_are_multiplied():
+    g = torch.Generator().manual_seed(8)
+    planes = spikes(2, 40, 33, seed=9) * torch.randint(0, 3, (2, 40, 33), generator=g).float()
+    planes[0, 3, 5] = 0.5
+    weight, bias = torch.randn(20, 40, generator=g), torch.randn(20, generator=g)
+    for planar_in in (True, False):
+        got = run(planes, weight, bias, planar_in, True)
+        torch.testing.assert_close(got.double(), dense_reference(planes, weight, bias), rtol=0, atol=1e-4)
+
+
+def test_packed_weight_follows_in_place_updates():
+    layer = nn.Linear(20, 10)
+    packed = sm.PackedWeight()
+    x = spikes(5, 20)
+    torch.testing.assert_close(sm.spike_linear(x, layer, packed), layer(x).detach())
+    with torch.no_grad():
+        layer.weight.mul_(-2.0)  # as an optimiser step does
+        layer.bias.add_(1.0)
+    torch.testing.assert_close(sm.spike_linear(x, layer, packed), layer(x).detach())
+
+
+def test_conv1x1_and_linear_helpers():
+    conv = nn.Conv2d(12, 7, 1)
+    x = spikes(2, 12, 5, 6)
+    with torch.no_grad():
+        torch.testing.assert_close(sm.spike_conv1x1(x, conv, sm.PackedWeight()), conv(x), rtol=0, atol=1e-5)
+        lin = nn.Linear(12, 7)
+        rows = spikes(3, 4, 12)
+        got = sm.spike_linear(rows, lin, sm.PackedWeight())
+        torch.testing.assert_close(got, lin(rows), rtol=0, atol=1e-5)
+
+
+def test_applies_only_where_no_gradient_is_wanted():
+    layer = nn.Linear(4, 3)
+    x = spikes(2, 4)
+    assert not sm.applies([layer], x)  # grad mode, trainable weights: autograd must see the layer
+    with torch.no_grad():
+        assert sm.applies([layer], x)
+        assert not sm.applies([layer], x.half())
+        handle = layer.register_forward_hook(lambda *a: None)
+        assert not sm.applies([layer], x)  # observed layers run as themselves
+        handle.remove()
+    layer.requires_grad_(False)
+    assert sm.applies([layer], x)
+
+
+def test_bad_arguments_are_named():
+    w = torch.randn(3, 8)
+    with pytest.raises(ValueError, match="1 to 3 input segments"):
+        sm.spike_matmul([], w, None, sm.PackedWeight(), True, True)
+    with pytest.raises(ValueError, match="the input has 6 channels, the weight expects 8"):
+        sm.spike_matmul([spikes(2, 6, 5)], w, None, sm.PackedWeight(), True, True)
+    with pytest.raises(ValueError, match="must share"):
+        sm.spike_matmul([spikes(2, 4, 5), spikes(2, 4, 6)], w, None, sm.PackedWeight(), True, True)

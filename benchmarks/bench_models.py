@@ -3,13 +3,15 @@
 Configs:
 - ``mlp_spe_t`` at 224 x 224, T = 4, batch 4 (the authors' ImageNet model);
 - the CIFAR-native variants at 32 x 32, T = 4, batch 32.
-Implementations (``IMPLEMENTATIONS``): ``spikemlp`` (the library), ``spikingjelly`` (the field's construction,
-benchmarks/baseline_spikingjelly.py) and, on request, ``spikemlp-ckpt`` (the library with activation
-checkpointing). All hold the same weights: the spikemlp model is built from one seed, its BatchNorm affine
-parameters and running statistics are set to fixed non-trivial values (so that neurons fire at 10-55%, as in
-a trained network; at PyTorch's BN initialisation almost no neuron fires), and the baseline loads that state
-dict through the authors' key layout. Before timing, a check (skipped with ``--no-check``) runs both on the
-same images, in eval and in training mode, fp32 and fp64, and reports the largest logit difference.
+Implementations (``IMPLEMENTATIONS``): ``spikemlp`` (the library), ``spikemlp-spike`` (the library with its
+spike-driven inference kernels, ``set_spike_kernels``; inference only, since training runs the same code as
+``spikemlp``), ``spikingjelly`` (the field's construction, benchmarks/baseline_spikingjelly.py) and, on
+request, ``spikemlp-ckpt`` (the library with activation checkpointing). All hold the same weights: the
+spikemlp model is built from one seed, its BatchNorm affine parameters and running statistics are set to
+fixed non-trivial values (so that neurons fire at 10-55%, as in a trained network; at PyTorch's BN
+initialisation almost no neuron fires), and the baseline loads that state dict through the authors' key
+layout. Before timing, a check (skipped with ``--no-check``) runs both on the same images, in eval and in
+training mode, fp32 and fp64, and reports the largest logit difference.
 
 For each config and implementation a fresh subprocess measures:
 - forward: ``model.eval()`` under ``torch.inference_mode()``, images [B, 3, H, W] -> logits;
@@ -83,6 +85,12 @@ def build_spikemlp_checkpointed(name: str, img_size: int, T: int, num_classes: i
     return model
 
 
+def build_spikemlp_spike_kernels(name: str, img_size: int, T: int, num_classes: int) -> nn.Module:
+    model = build_spikemlp(name, img_size, T, num_classes)
+    model.set_spike_kernels(True)
+    return model
+
+
 def build_spikingjelly(name: str, img_size: int, T: int, num_classes: int) -> nn.Module:
     from baseline_spikingjelly import build_baseline, load_from_spikemlp
 
@@ -96,10 +104,13 @@ def build_spikingjelly(name: str, img_size: int, T: int, num_classes: int) -> nn
 # name -> builder(model name, image size, T, classes) returning a module: images [B, 3, H, W] -> logits [B, K]
 IMPLEMENTATIONS: dict[str, Callable[[str, int, int, int], nn.Module]] = {
     "spikemlp": build_spikemlp,
+    "spikemlp-spike": build_spikemlp_spike_kernels,
     "spikingjelly": build_spikingjelly,
     "spikemlp-ckpt": build_spikemlp_checkpointed,
 }
-DEFAULT_IMPLS = "spikemlp,spikingjelly"
+# Inference-only implementations: their training step would run the same code as another one.
+INFERENCE_ONLY = {"spikemlp-spike"}
+DEFAULT_IMPLS = "spikemlp,spikemlp-spike,spikingjelly"
 BASELINE = "spikingjelly"
 
 
@@ -122,6 +133,10 @@ def check_equal_logits(name: str, img_size: int, T: int, batch: int, threads: in
             key = f"max_abs_logit_diff_{str(dtype).split('.')[-1]}_{mode}"
             out[key] = (la - lb).abs().max().item()
             out[f"max_abs_logit_{str(dtype).split('.')[-1]}_{mode}"] = la.abs().max().item()
+            if mode == "eval":  # the spike-driven inference path against the same baseline logits
+                a.set_spike_kernels(True)
+                with torch.no_grad():
+                    out[f"{key}_spike_kernels"] = (a(images.to(dtype)) - lb).abs().max().item()
     return out
 
 
@@ -162,6 +177,22 @@ def worker(impl: str, name: str, img_size: int, T: int, batch: int, repeats: int
 
     fwd_best, fwd_median = _timed(forward, repeats)
     peak_forward = _max_rss_mb()
+    result = {
+        "impl": impl,
+        "model": name,
+        "img_size": img_size,
+        "T": T,
+        "batch": batch,
+        "params": sum(p.numel() for p in model.parameters()),
+        "forward_s": fwd_best,
+        "forward_s_median": fwd_median,
+        "forward_images_per_s": batch / fwd_best,
+        "rss_after_build_mb": base,
+        "peak_rss_forward_mb": peak_forward,
+        "peak_forward_over_build_mb": peak_forward - base,
+    }
+    if impl in INFERENCE_ONLY:
+        return result
 
     model.train()
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
@@ -175,22 +206,11 @@ def worker(impl: str, name: str, img_size: int, T: int, batch: int, repeats: int
     step_best, step_median = _timed(train_step, repeats)
     peak_train = _max_rss_mb()
     return {
-        "impl": impl,
-        "model": name,
-        "img_size": img_size,
-        "T": T,
-        "batch": batch,
-        "params": sum(p.numel() for p in model.parameters()),
-        "forward_s": fwd_best,
-        "forward_s_median": fwd_median,
-        "forward_images_per_s": batch / fwd_best,
+        **result,
         "train_step_s": step_best,
         "train_step_s_median": step_median,
         "train_images_per_s": batch / step_best,
-        "rss_after_build_mb": base,
-        "peak_rss_forward_mb": peak_forward,
         "peak_rss_train_mb": peak_train,
-        "peak_forward_over_build_mb": peak_forward - base,
         "peak_train_over_build_mb": peak_train - base,
     }
 
@@ -220,22 +240,24 @@ def interleaved_worker(
         opt.step()
 
     times: dict[tuple[str, str], list[float]] = {}
-    for what, fn in (("forward", forward), ("train", train_step)):
-        for impl in impls:
+    trained = [impl for impl in impls if impl not in INFERENCE_ONLY]
+    for what, fn, which in (("forward", forward, impls), ("train", train_step, trained)):
+        for impl in which:
             fn(impl)  # warm-up
         for _ in range(repeats):
-            for impl in impls:
+            for impl in which:
                 start = time.perf_counter()
                 fn(impl)
                 times.setdefault((what, impl), []).append(time.perf_counter() - start)
     out = []
     for impl in impls:
-        f, t = sorted(times[("forward", impl)]), sorted(times[("train", impl)])
-        out.append(
-            {"impl": impl, "model": name, "batch": batch, "T": T, "forward_s": f[0],
-             "forward_s_median": f[len(f) // 2], "forward_images_per_s": batch / f[0], "train_step_s": t[0],
-             "train_step_s_median": t[len(t) // 2], "train_images_per_s": batch / t[0]}
-        )  # fmt: skip
+        f = sorted(times[("forward", impl)])
+        row = {"impl": impl, "model": name, "batch": batch, "T": T, "forward_s": f[0],
+               "forward_s_median": f[len(f) // 2], "forward_images_per_s": batch / f[0]}  # fmt: skip
+        if impl in trained:
+            t = sorted(times[("train", impl)])
+            row.update(train_step_s=t[0], train_step_s_median=t[len(t) // 2], train_images_per_s=batch / t[0])
+        out.append(row)
     return {"interleaved": out}
 
 
@@ -254,17 +276,16 @@ def ratios(results: list[dict]) -> list[dict]:
         b = base.get(r.get("model"))
         if b is None or r.get("impl") == BASELINE or "error" in r:
             continue
-        rows.append(
-            {
-                "impl": r["impl"],
-                "model": r["model"],
-                "train_speedup": r["train_images_per_s"] / b["train_images_per_s"],
-                "inference_speedup": r["forward_images_per_s"] / b["forward_images_per_s"],
-                "train_peak_memory_ratio": r["peak_train_over_build_mb"] / b["peak_train_over_build_mb"],
-                "forward_peak_memory_ratio": r["peak_forward_over_build_mb"]
-                / b["peak_forward_over_build_mb"],
-            }
-        )
+        row = {
+            "impl": r["impl"],
+            "model": r["model"],
+            "inference_speedup": r["forward_images_per_s"] / b["forward_images_per_s"],
+            "forward_peak_memory_ratio": r["peak_forward_over_build_mb"] / b["peak_forward_over_build_mb"],
+        }
+        if "train_images_per_s" in r:  # not for inference-only implementations
+            row["train_speedup"] = r["train_images_per_s"] / b["train_images_per_s"]
+            row["train_peak_memory_ratio"] = r["peak_train_over_build_mb"] / b["peak_train_over_build_mb"]
+        rows.append(row)
     return rows
 
 
@@ -358,17 +379,23 @@ def main() -> None:
     }
     print(json.dumps(report, indent=2))
     summary = "; ".join(
-        f"{r['impl']}/{r['model']} B{r['batch']} T{r['T']}: fwd {r['forward_s']:.2f}s, "
-        f"train {r['train_step_s']:.2f}s, peak +{r['peak_train_over_build_mb']:.0f}MB"
+        f"{r['impl']}/{r['model']} B{r['batch']} T{r['T']}: fwd {r['forward_s']:.2f}s"
+        + (
+            f", train {r['train_step_s']:.2f}s, peak +{r['peak_train_over_build_mb']:.0f}MB"
+            if "train_step_s" in r
+            else ""
+        )
         for r in results
         if "error" not in r
     )
     print(f"models ({args.threads} threads): {summary}")
     for r in report["ratios"]:
-        print(
-            f"{r['impl']} / {BASELINE}, {r['model']}: train {r['train_speedup']:.2f}x, inference "
-            f"{r['inference_speedup']:.2f}x, train peak memory {r['train_peak_memory_ratio']:.2f}x"
+        training = (
+            f"train {r['train_speedup']:.2f}x, train peak memory {r['train_peak_memory_ratio']:.2f}x, "
+            if "train_speedup" in r
+            else ""
         )
+        print(f"{r['impl']} / {BASELINE}, {r['model']}: {training}inference {r['inference_speedup']:.2f}x")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,8 @@
 - ``spiking_patch_encoding``: MLP-SPE's stage encoder (the SPE cell) and MLP-S's plain conv encoder.
 - ``axial_token_mixing``: the token block (dense maps along W and H, the authors' 1x1-conv layout).
 - ``channel_mlp``: the channel block with its per-token (or optional per-channel) BatchNorm.
+- ``spike_matmul``: the spike-driven CPU kernel the two blocks use for inference (an option).
+- ``batch_norm_fold``: BatchNorm in inference as an affine map, and its fold into the layer before it.
 """
 
 from .axial_token_mixing import AxialProjection, AxialTokenMixing, positional_batch_norm

@@ -7,6 +7,8 @@ input channels), non-binary inputs, and the checks on bad arguments.
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -146,6 +148,14 @@ def test_packed_weight_follows_in_place_updates():
         layer.weight.mul_(-2.0)  # as an optimiser step does
         layer.bias.add_(1.0)
     torch.testing.assert_close(sm.spike_linear(x, layer, packed), layer(x).detach())
+    layer.weight = nn.Parameter(torch.randn(10, 20))  # a new tensor (it may reuse the freed storage)
+    torch.testing.assert_close(sm.spike_linear(x, layer, packed), layer(x).detach())
+    layer.double()  # new storage, new dtype
+    torch.testing.assert_close(sm.spike_linear(x.double(), layer, packed), layer(x.double()).detach())
+    copied = copy.deepcopy(layer)
+    with torch.no_grad():
+        copied.weight.zero_()
+    torch.testing.assert_close(sm.spike_linear(x.double(), copied, packed), copied(x.double()).detach())
 
 
 def test_conv1x1_and_linear_helpers():

@@ -19,15 +19,15 @@ from spikemlp.models.mlp_spe import MLPSPE
 SMALL = dict(img_size=32, patch_size=2, embed_dim=12, depths=(1, 2, 1), num_classes=7, T=3)
 
 
-@pytest.fixture(autouse=True)
-def _kernel_built():
+@pytest.fixture
+def kernel_built():
     reason = spike_matmul.unavailable_reason()
     if reason is not None:
         pytest.skip(reason)
 
 
 @pytest.fixture
-def kernel_calls(monkeypatch):
+def kernel_calls(monkeypatch, kernel_built):
     calls = []
     real = spike_matmul.spike_matmul
 
@@ -123,3 +123,32 @@ def test_switch_and_timm_argument():
     model.set_spike_kernels(False)
     assert not any(m.spike_kernels for m in blocks)
     assert not spikemlp.models.create("mlp_spe_xt_cifar", T=1).spike_kernels  # off by default
+
+
+def test_unbuildable_kernel_warns_and_runs_dense(monkeypatch):
+    from spikemlp._native import NativeLibrary
+
+    broken = NativeLibrary(spike_matmul._LIBRARY.source, lambda lib: None)
+    broken._error = "the C++ kernel spike_matmul_cpu.cpp could not be built: boom"
+    monkeypatch.setattr(spike_matmul, "_LIBRARY", broken)
+    model = lively()
+    with pytest.warns(RuntimeWarning, match="spike kernels requested, but .* could not be built: boom"):
+        model.set_spike_kernels(True)
+    images = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    with torch.no_grad():
+        fast = model(images)  # the dense layers: same logits
+        model.set_spike_kernels(False)
+        torch.testing.assert_close(fast, model(images), rtol=0, atol=0)
+
+
+def test_a_model_that_ran_the_kernels_still_copies_and_pickles(kernel_calls, tmp_path):
+    import copy
+    import pickle
+
+    model = lively(spike_kernels=True)
+    images = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    with torch.no_grad():
+        before = model(images)
+    for clone in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+        with torch.no_grad():
+            torch.testing.assert_close(clone(images), before, rtol=0, atol=0)

@@ -16,6 +16,7 @@ autograd, CPU, float32 and float64; ``available(x)`` says whether it applies.
 from __future__ import annotations
 
 import ctypes
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -72,23 +73,37 @@ def applies(layers: Sequence[nn.Module], x: torch.Tensor) -> bool:
 
 class PackedWeight:
     """A weight [D, K, ...] transposed to [K, Dp] (Dp: D rounded up to 16, zero columns) and its bias
-    padded to Dp: the kernel's layout. Rebuilt only when the weight or bias changes (in-place updates
-    included: their version counters are part of the key)."""
+    padded to Dp: the kernel's layout. Rebuilt when the weight or bias changes: another tensor (held by
+    weak reference, so a freed one never matches), new storage, or an in-place update (version counter).
+    Copies of a module (deepcopy, pickle) repack for their own weights on first use."""
 
     def __init__(self) -> None:
+        self._refs: tuple = ()
         self._key = None
         self.wt = self.bias = None
 
+    def __reduce__(self):
+        # Copies and pickles start empty: a copy's weights are other tensors (packed on first use),
+        # and a pickle carries no weak references or duplicate weights.
+        return (PackedWeight, ())
+
+    @staticmethod
+    def _state(t: torch.Tensor | None):
+        return None if t is None else (t.data_ptr(), t._version, tuple(t.shape))
+
     def get(self, weight: torch.Tensor, bias: torch.Tensor | None, dtype: torch.dtype) -> PackedWeight:
-        key = (
-            weight.data_ptr(), weight._version, tuple(weight.shape), dtype,
-            None if bias is None else (bias.data_ptr(), bias._version),
-        )  # fmt: skip
-        if key != self._key:
+        key = (self._state(weight), self._state(bias), dtype)
+        same = (
+            len(self._refs) == 2
+            and self._refs[0]() is weight
+            and (bias is None if self._refs[1] is None else self._refs[1]() is bias)
+        )
+        if not same or key != self._key:
             D = weight.shape[0]
             with torch.no_grad():
                 self.wt = _pad_columns(weight.detach().reshape(D, -1).t().to(dtype))
                 self.bias = None if bias is None else _pad_columns(bias.detach().to(dtype))
+            self._refs = (weakref.ref(weight), None if bias is None else weakref.ref(bias))
             self._key = key
         return self
 

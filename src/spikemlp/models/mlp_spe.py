@@ -32,6 +32,7 @@ resolution it was built for (``img_size``).
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Sequence
 from contextlib import contextmanager
 from functools import partial
@@ -42,7 +43,14 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ..layers import AxialTokenMixing, ChannelMLP, ConvDownsample, PatchStem, SpikingPatchEncoding
+from ..layers import (
+    AxialTokenMixing,
+    ChannelMLP,
+    ConvDownsample,
+    PatchStem,
+    SpikingPatchEncoding,
+    spike_matmul,
+)
 from ..layers.channel_mlp import CHANNEL_BN_MODES
 from ..neurons import LIF
 from ..neurons.spike_storage import compact_saved_spikes
@@ -270,7 +278,11 @@ class MLPSPE(nn.Module):
         the work falls with the firing rate and no weight is multiplied. Applies where no gradient is
         wanted, on the CPU, in float32/float64 (elsewhere the layers run as usual). Same model: outputs
         differ from the dense path only by float rounding (sums in another order). Keeps a transposed
-        copy of those weights (about the model's size) while in use."""
+        copy of those weights (about the model's size) while in use. Warns (once, with the cause) if
+        the kernel cannot be built here: the model then runs its dense layers."""
+        if enable and (reason := spike_matmul.unavailable_reason()) is not None:
+            message = f"spike kernels requested, but {reason}; running the dense layers"
+            warnings.warn(message, RuntimeWarning, stacklevel=2)
         self.spike_kernels = bool(enable)
         for m in self.modules():
             if isinstance(m, (AxialTokenMixing, ChannelMLP)):

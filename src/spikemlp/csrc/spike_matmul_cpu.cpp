@@ -29,7 +29,6 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <thread>
 #include <vector>
 
 #ifdef __AVX512F__

@@ -162,9 +162,9 @@ def spike_matmul(
     position_strides = (ctypes.c_int64 * _MAX_SEGMENTS)(*[s.stride(inner[0]) for s in segs])
     status = _LIBRARY.get().spikemlp_spike_matmul(
         _DTYPE_CODES[dtype], bases, counts, image_strides, position_strides, len(segs), M, P, sk,
-        data_ptr(packed.wt),
-        data_ptr(packed.bias), D, packed.wt.shape[1], *(data_ptr(t) for t in col or (None, None)),
-        *(data_ptr(t) for t in row or (None, None)), data_ptr(out), int(planar_out), torch.get_num_threads(),
+        data_ptr(packed.wt), data_ptr(packed.bias), D, packed.wt.shape[1],
+        *(data_ptr(t) for t in col or (None, None)), *(data_ptr(t) for t in row or (None, None)),
+        data_ptr(out), int(planar_out), torch.get_num_threads(),
     )  # fmt: skip
     if status != 0:
         raise RuntimeError(f"spikemlp spike matmul failed with status {status}")

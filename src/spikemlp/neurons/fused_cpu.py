@@ -43,7 +43,6 @@ def _declare(lib: ctypes.CDLL) -> None:
 
 
 _LIBRARY = NativeLibrary(Path(__file__).with_name("csrc") / "lif_cpu.cpp", _declare)
-_ptr = data_ptr
 
 
 def _lib() -> ctypes.CDLL:
@@ -61,7 +60,7 @@ def forward_kernel(x_seq: torch.Tensor, tau: float, spec: NeuronSpec, return_mem
     v_seq = torch.empty_like(x_seq) if return_membrane else None
     T = x_seq.shape[0]
     status = _lib().spikemlp_lif_forward(
-        DTYPE_CODES[x_seq.dtype], _ptr(x_seq), _ptr(spikes), _ptr(v_seq), T, x_seq.numel() // T,
+        DTYPE_CODES[x_seq.dtype], data_ptr(x_seq), data_ptr(spikes), data_ptr(v_seq), T, x_seq.numel() // T,
         spec.mode, spec.hard_reset, tau, spec.v_threshold, spec.reset_value, torch.get_num_threads(),
     )  # fmt: skip
     if status != 0:
@@ -106,9 +105,9 @@ def backward_from_input(x_seq, grad_spikes, grad_v, tau: float, spec: NeuronSpec
     block = lib.spikemlp_lif_block_size()
     partials = torch.zeros((N + block - 1) // block, dtype=torch.float64) if want_tau else None
     status = lib.spikemlp_lif_backward(
-        DTYPE_CODES[x_seq.dtype], _ptr(grad_s), _ptr(grad_v), _ptr(x_seq), _ptr(grad_x), T, N,
+        DTYPE_CODES[x_seq.dtype], data_ptr(grad_s), data_ptr(grad_v), data_ptr(x_seq), data_ptr(grad_x), T, N,
         spec.mode, spec.hard_reset, spec.detach_reset, sg_id, tau, spec.v_threshold,
-        spec.reset_value, alpha, atan_scale, _ptr(partials), torch.get_num_threads(),
+        spec.reset_value, alpha, atan_scale, data_ptr(partials), torch.get_num_threads(),
     )  # fmt: skip
     if status != 0:
         raise RuntimeError(f"spikemlp fused LIF backward failed with status {status}")

@@ -28,6 +28,7 @@
 // Depends on the C++ standard library only (spikemlp/_native.py builds it).
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <vector>
 
@@ -46,35 +47,64 @@ constexpr int kMaxSegments = 3;
 template <typename S>
 using Vec [[gnu::vector_size(64), gnu::aligned(sizeof(S))]] = S;
 
+// The neuron of the fused epilogue (a LIF or IF layer on the outputs, as csrc/lif_cpu.cpp computes it):
+// charge mode (0 IF, 1 decay input, 2 no decay; spikemlp/neurons/neuron_spec.py), hard or soft reset.
+struct Neuron {
+  int64_t T;  // time steps: image m = t * (M / T) + b
+  int mode;
+  bool hard;
+  double tau, v_th, v_reset;
+};
+
 template <typename S>
 struct Problem {
-  const S* base[kMaxSegments];
+  const void* base[kMaxSegments];  // I (the input type: S or uint8_t) at each
   int64_t channels[kMaxSegments];
   int64_t sm[kMaxSegments];  // image and position strides of each segment
   int64_t sp[kMaxSegments];
   int n_segments;
   int64_t M, P, K, sk;
   const S* wt;
+  const S* table;  // grouped sums [ceil(K / 4) * 16, Dp], or null (see to_groups)
   const S* bias;  // Dp entries, or null
   int64_t D, Dp;
   const S* col_scale;  // Dp entries each, or null
   const S* col_shift;
   const S* row_scale;  // P entries each, or null
   const S* row_shift;
-  S* out;
+  S* out;             // the outputs, or (neuron) null and:
+  uint8_t* spikes;    // the neuron's spikes, 0/1 bytes, in the output layout
+  const Neuron* neuron;
+  S tau, inv_tau, v_th, v_reset;  // the neuron's constants in S (see lif_cpu.cpp: rounded as PyTorch does)
+  bool mul_inv;                   // 1 / tau exact: multiply instead of dividing (the same numbers)
   bool planar_out;
 };
 
 // Appends the nonzero inputs among `count` channels at `row` (stride sk), numbered from k0: their k to
 // idx, their values to val; returns how many, and clears *binary if one of them is not 1.
-template <typename S>
-inline int64_t active_inputs(const S* row, int64_t count, int64_t sk, int64_t k0, int32_t* idx, S* val,
+template <typename S, typename I>
+inline int64_t active_inputs(const I* row, int64_t count, int64_t sk, int64_t k0, int32_t* idx, S* val,
                              bool* binary) {
   int64_t n = 0;
   bool all_one = true;
   int64_t k = 0;
 #ifdef __AVX512F__
-  if constexpr (sizeof(S) == 4) {
+  if constexpr (sizeof(I) == 1) {
+    if (sk == 1) {
+      // 64 inputs per load; the set bits of the nonzero mask are the active inputs (spikes written by
+      // the fused neuron are 0/1, so `val` is filled for completeness only where a byte is not 1).
+      for (; k + 64 <= count; k += 64) {
+        const __m512i v = _mm512_loadu_si512(row + k);
+        uint64_t nz = _mm512_test_epi8_mask(v, v);
+        if (_mm512_mask_cmpneq_epi8_mask(nz, v, _mm512_set1_epi8(1))) break;  // the scalar loop takes it
+        for (; nz; nz &= nz - 1) {
+          const int b = __builtin_ctzll(nz);
+          idx[n] = static_cast<int32_t>(k0 + k + b), val[n] = S(1), ++n;
+        }
+      }
+    }
+  }
+  if constexpr (sizeof(I) == 4 && sizeof(S) == 4) {
     if (sk == 1) {
       const __m512i step = _mm512_set1_epi32(16);
       __m512i ks = _mm512_add_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
@@ -97,7 +127,7 @@ inline int64_t active_inputs(const S* row, int64_t count, int64_t sk, int64_t k0
   }
 #endif
   for (; k < count; ++k) {
-    const S v = row[k * sk];
+    const S v = static_cast<S>(row[k * sk]);
     idx[n] = static_cast<int32_t>(k0 + k);
     val[n] = v;
     all_one &= (v == S(0)) | (v == S(1));
@@ -108,8 +138,10 @@ inline int64_t active_inputs(const S* row, int64_t count, int64_t sk, int64_t k0
 }
 
 // Epilogue and store of columns [d0, d0 + nv vectors) of output row (m, p), accumulated in acc (aligned).
+// With a neuron, mem is this row's membrane (Dp entries, aligned): the outputs charge it, and the
+// spikes (0/1 bytes) are stored instead of the outputs, with csrc/lif_cpu.cpp's arithmetic.
 template <typename S>
-inline void finish(const Problem<S>& q, S* acc, int64_t nv, int64_t d0, int64_t m, int64_t p) {
+inline void finish(const Problem<S>& q, S* acc, int64_t nv, int64_t d0, int64_t m, int64_t p, S* mem) {
   using V = Vec<S>;
   constexpr int kLanes = 64 / sizeof(S);
   V* a = reinterpret_cast<V*>(acc);
@@ -123,6 +155,33 @@ inline void finish(const Problem<S>& q, S* acc, int64_t nv, int64_t d0, int64_t 
     for (int64_t v = 0; v < nv; ++v) a[v] = a[v] * rs + rt;
   }
   const int64_t width = std::min<int64_t>(nv * kLanes, q.D - d0);
+  if (q.neuron) {
+    V* vm = reinterpret_cast<V*>(mem + d0);
+    const V zero{}, one = zero + S(1);
+    for (int64_t v = 0; v < nv; ++v) {
+      const V x = a[v], vi = vm[v];
+      V h;
+      if (q.neuron->mode == 0) {
+        h = vi + x;
+      } else {
+        const V d = vi - q.v_reset;  // V - V_reset
+        if (q.neuron->mode == 1) {
+          const V c = q.mul_inv ? (x - d) * q.inv_tau : (x - d) / q.tau;
+          h = vi + c;
+        } else {
+          const V c = q.mul_inv ? d * q.inv_tau : d / q.tau;
+          h = (vi - c) + x;
+        }
+      }
+      const V s = (h - q.v_th) >= zero ? one : zero;
+      vm[v] = q.neuron->hard ? h * (one - s) + q.v_reset * s : h - s * q.v_th;
+      a[v] = s;
+    }
+    uint8_t* dst = q.spikes + (q.planar_out ? (m * q.D + d0) * q.P + p : (m * q.P + p) * q.D + d0);
+    const int64_t step = q.planar_out ? q.P : 1;
+    for (int64_t t = 0; t < width; ++t) dst[t * step] = static_cast<uint8_t>(acc[t] != S(0));
+    return;
+  }
   if (q.planar_out) {
     S* dst = q.out + (m * q.D + d0) * q.P + p;
     for (int64_t t = 0; t < width; ++t) dst[t * q.P] = acc[t];
@@ -135,6 +194,10 @@ inline void finish(const Problem<S>& q, S* acc, int64_t nv, int64_t d0, int64_t 
 constexpr int kPix = 16;        // pixels per spike mask (planar input)
 constexpr int64_t kRows = 64;   // rows per block: each column tile of the weights is reused by all of them
 constexpr int kTile = 8;        // vectors per column tile: 64 floats in four AVX-512 registers
+#ifndef SPIKEMLP_GROUPED_TILE
+#define SPIKEMLP_GROUPED_TILE 8
+#endif
+constexpr int kGroupedTile = SPIKEMLP_GROUPED_TILE;  // vectors per column tile on the table
 
 // The spikes of channels [0, count) at xb (stride sk) for npix pixels as bit masks; false if a value
 // is neither 0 nor 1.
@@ -142,6 +205,7 @@ template <typename S>
 bool pixel_masks(const S* xb, int64_t count, int64_t sk, int64_t npix, uint32_t* masks) {
   int64_t k = 0;
 #ifdef __AVX512F__
+  if constexpr (sizeof(S) >= 4) {
   if (npix == kPix) {
     for (; k < count; ++k) {
       const S* xk = xb + k * sk;
@@ -166,6 +230,7 @@ bool pixel_masks(const S* xb, int64_t count, int64_t sk, int64_t npix, uint32_t*
       masks[k] = nz;
     }
   }
+  }
 #endif
   for (; k < count; ++k) {
     const S* xk = xb + k * sk;
@@ -189,16 +254,18 @@ struct BlockLists {
   std::vector<uint32_t> masks;
   int64_t count[kRows];
   bool binary[kRows];
+  bool grouped[kRows];  // the list holds table entries (to_groups), not input channels
   explicit BlockLists(int64_t K) : stride(K + 16), idx(kRows * stride), val(kRows * stride), masks(K) {}
 };
 
 // Lists of row (m, p), read one row at a time (any strides).
-template <typename S>
+template <typename S, typename I>
 void list_row(const Problem<S>& q, int64_t m, int64_t p, BlockLists<S>& L, int64_t j) {
   bool binary = true;
   int64_t n = 0, k0 = 0;
   for (int s = 0; s < q.n_segments; ++s) {
-    n += active_inputs(q.base[s] + m * q.sm[s] + p * q.sp[s], q.channels[s], q.sk, k0, L.idx.data() + j * L.stride + n,
+    n += active_inputs(static_cast<const I*>(q.base[s]) + m * q.sm[s] + p * q.sp[s], q.channels[s], q.sk, k0,
+                       L.idx.data() + j * L.stride + n,
                        L.val.data() + j * L.stride + n, &binary);
     k0 += q.channels[s];
   }
@@ -209,12 +276,13 @@ void list_row(const Problem<S>& q, int64_t m, int64_t p, BlockLists<S>& L, int64
 // its spikes for all the pixels as a bit mask (instead of npix strided reads), and each set bit appends
 // k to that pixel's list, so the lists come out in the order of k as list_row's. Falls back to list_row
 // for the pixels if an input is not 0/1.
-template <typename S>
+template <typename S, typename I>
 void list_pixels(const Problem<S>& q, int64_t m, int64_t p0, int64_t npix, BlockLists<S>& L, int64_t j0) {
   int64_t k0 = 0;
   for (int s = 0; s < q.n_segments; ++s) {
-    if (!pixel_masks(q.base[s] + m * q.sm[s] + p0, q.channels[s], q.sk, npix, L.masks.data() + k0)) {
-      for (int64_t i = 0; i < npix; ++i) list_row(q, m, p0 + i, L, j0 + i);
+    if (!pixel_masks(static_cast<const I*>(q.base[s]) + m * q.sm[s] + p0, q.channels[s], q.sk, npix,
+                     L.masks.data() + k0)) {
+      for (int64_t i = 0; i < npix; ++i) list_row<S, I>(q, m, p0 + i, L, j0 + i);
       return;
     }
     k0 += q.channels[s];
@@ -226,6 +294,42 @@ void list_pixels(const Problem<S>& q, int64_t m, int64_t p0, int64_t npix, Block
       const int i = __builtin_ctz(bits);
       idx[i * L.stride + L.count[j0 + i]++] = static_cast<int32_t>(k);
     }
+}
+
+// Grouped sums. With a table (q.table), table row 16 * g + c holds the sum of the weight rows of the
+// inputs 4 g + b for the bits b of c (added in the order of b), so a row whose active inputs among
+// 4 g .. 4 g + 3 form the pattern c adds that one table row instead of up to four weight rows: at half
+// of the inputs active, about half as many additions (and still only additions). The table is 4x the
+// weights, so it pays only on dense enough rows (kGroupedMin).
+constexpr int64_t kGroupedMinPercent = 30;  // rows with at least this share of inputs active use the table
+
+// Rewrites row j's list of active inputs (in the order of k) as its list of table entries, in place.
+template <typename S>
+void to_groups(BlockLists<S>& L, int64_t j) {
+  int32_t* idx = L.idx.data() + j * L.stride;
+  const int64_t count = L.count[j];
+  int64_t n = 0;
+  int32_t group = -1, code = 0;
+  for (int64_t c = 0; c < count; ++c) {
+    const int32_t k = idx[c];
+    if ((k >> 2) != group) {
+      // n <= c here: each entry written stands for at least one input already read.
+      if (group >= 0) idx[n++] = group * 16 + code;
+      group = k >> 2, code = 0;
+    }
+    code |= 1 << (k & 3);
+  }
+  if (group >= 0) idx[n++] = group * 16 + code;
+  L.count[j] = n;
+  L.grouped[j] = true;
+}
+
+// Row j takes the table if it is binary and dense enough. The choice depends on the row's inputs only
+// (not on the block or layout), so every layout gives the same values.
+template <typename S>
+void choose_walk(const Problem<S>& q, BlockLists<S>& L, int64_t j) {
+  L.grouped[j] = false;
+  if (q.table && L.binary[j] && L.count[j] * 100 >= kGroupedMinPercent * q.K) to_groups(L, j);
 }
 
 // Columns [d0, d0 + kV vectors) of the block's rows j < nr (row j is (m[j], p[j])). The weights are
@@ -241,11 +345,12 @@ constexpr int64_t kMinActivesPerChunk = 6;
 // accumulators stay in registers; the weight rows come from L2): for sparse rows, where few active
 // inputs fall in each chunk of tile_rows_chunked.
 template <typename S, int kV>
-void tile_rows_whole(const Problem<S>& q, const BlockLists<S>& L, int64_t nr, const int64_t* ms,
-                     const int64_t* ps, int64_t d0, S* acc) {
+void tile_rows_whole(const Problem<S>& q, const S* weights, const BlockLists<S>& L, const int64_t* sel,
+                     int64_t nr, const int64_t* ms, const int64_t* ps, int64_t d0, S* acc, S* mem) {
   using V = Vec<S>;
   const V* bias = q.bias ? reinterpret_cast<const V*>(q.bias + d0) : nullptr;
-  for (int64_t j = 0; j < nr; ++j) {
+  for (int64_t i = 0; i < nr; ++i) {
+    const int64_t j = sel[i];
     const int32_t* idx = L.idx.data() + j * L.stride;
     const S* val = L.val.data() + j * L.stride;
     const int64_t n = L.count[j];
@@ -253,24 +358,24 @@ void tile_rows_whole(const Problem<S>& q, const BlockLists<S>& L, int64_t nr, co
     for (int v = 0; v < kV; ++v) r[v] = bias ? bias[v] : V{};
     if (L.binary[j]) {
       for (int64_t c = 0; c < n; ++c) {
-        const V* w = reinterpret_cast<const V*>(q.wt + static_cast<int64_t>(idx[c]) * q.Dp + d0);
+        const V* w = reinterpret_cast<const V*>(weights + static_cast<int64_t>(idx[c]) * q.Dp + d0);
         for (int v = 0; v < kV; ++v) r[v] += w[v];
       }
     } else {
       for (int64_t c = 0; c < n; ++c) {
-        const V* w = reinterpret_cast<const V*>(q.wt + static_cast<int64_t>(idx[c]) * q.Dp + d0);
+        const V* w = reinterpret_cast<const V*>(weights + static_cast<int64_t>(idx[c]) * q.Dp + d0);
         const S x = val[c];
         for (int v = 0; v < kV; ++v) r[v] += x * w[v];
       }
     }
     for (int v = 0; v < kV; ++v) reinterpret_cast<V*>(acc)[v] = r[v];
-    finish(q, acc, kV, d0, ms[j], ps[j]);
+    finish(q, acc, kV, d0, ms[j], ps[j], mem ? mem + j * q.Dp : nullptr);
   }
 }
 
 template <typename S, int kV>
-void tile_rows(const Problem<S>& q, const BlockLists<S>& L, int64_t nr, const int64_t* ms, const int64_t* ps,
-               int64_t d0, S* acc) {
+void tile_rows(const Problem<S>& q, const BlockLists<S>& L, const int64_t* sel, int64_t nr, const int64_t* ms,
+               const int64_t* ps, int64_t d0, S* acc, S* mem) {
   using V = Vec<S>;
   constexpr int kLanes = 64 / sizeof(S);
   const int64_t chunk = std::max<int64_t>(16, kChunkBytes / (kV * 64));
@@ -278,8 +383,9 @@ void tile_rows(const Problem<S>& q, const BlockLists<S>& L, int64_t nr, const in
   // chunk; otherwise reloading the accumulators for every chunk costs more (measured: the switch at
   // about 6 per chunk).
   int64_t actives = 0;
-  for (int64_t j = 0; j < nr; ++j) actives += L.count[j];
-  if (actives * chunk < kMinActivesPerChunk * nr * q.K) return tile_rows_whole<S, kV>(q, L, nr, ms, ps, d0, acc);
+  for (int64_t i = 0; i < nr; ++i) actives += L.count[sel[i]];
+  if (actives * chunk < kMinActivesPerChunk * nr * q.K)
+    return tile_rows_whole<S, kV>(q, q.wt, L, sel, nr, ms, ps, d0, acc, mem);
   const V* bias = q.bias ? reinterpret_cast<const V*>(q.bias + d0) : nullptr;
   V* a = reinterpret_cast<V*>(acc);
   for (int64_t g0 = 0; g0 < nr; g0 += kGroup) {
@@ -291,14 +397,15 @@ void tile_rows(const Problem<S>& q, const BlockLists<S>& L, int64_t nr, const in
     }
     for (int64_t k_end = chunk; k_end - chunk < q.K; k_end += chunk) {
       for (int64_t j = 0; j < ng; ++j) {
-        const int32_t* idx = L.idx.data() + (g0 + j) * L.stride;
-        const S* val = L.val.data() + (g0 + j) * L.stride;
-        const int64_t n = L.count[g0 + j];
+        const int64_t row = sel[g0 + j];
+        const int32_t* idx = L.idx.data() + row * L.stride;
+        const S* val = L.val.data() + row * L.stride;
+        const int64_t n = L.count[row];
         int64_t c = cursor[j];
         if (c >= n || idx[c] >= k_end) continue;
         V r[kV];
         for (int v = 0; v < kV; ++v) r[v] = a[j * kV + v];
-        if (L.binary[g0 + j]) {
+        if (L.binary[row]) {
           for (; c < n && idx[c] < k_end; ++c) {
             const V* w = reinterpret_cast<const V*>(q.wt + static_cast<int64_t>(idx[c]) * q.Dp + d0);
             for (int v = 0; v < kV; ++v) r[v] += w[v];
@@ -314,7 +421,25 @@ void tile_rows(const Problem<S>& q, const BlockLists<S>& L, int64_t nr, const in
         cursor[j] = c;
       }
     }
-    for (int64_t j = 0; j < ng; ++j) finish(q, acc + j * kV * kLanes, kV, d0, ms[g0 + j], ps[g0 + j]);
+    for (int64_t j = 0; j < ng; ++j) finish(q, acc + j * kV * kLanes, kV, d0, ms[sel[g0 + j]], ps[sel[g0 + j]],
+             mem ? mem + sel[g0 + j] * q.Dp : nullptr);
+  }
+}
+
+// Columns [d0, d0 + nv vectors) of the rows in sel: the chunked or whole walk over the weights, or (grouped
+// rows) the whole walk over the table, kVg vectors at a time so that the table's columns stay in L2.
+template <typename S, int kV>
+void tile(const Problem<S>& q, const BlockLists<S>& L, const int64_t* plain, int64_t n_plain, const int64_t* grouped,
+          int64_t n_grouped, const int64_t* ms, const int64_t* ps, int64_t d0, S* acc, S* mem) {
+  constexpr int kLanes = 64 / sizeof(S);
+  if (n_plain) tile_rows<S, kV>(q, L, plain, n_plain, ms, ps, d0, acc, mem);
+  if (n_grouped) {
+    constexpr int kVg = kV < kGroupedTile ? kV : kGroupedTile;
+    constexpr int kRest = kV % kVg;
+    for (int v = 0; v + kVg <= kV; v += kVg)
+      tile_rows_whole<S, kVg>(q, q.table, L, grouped, n_grouped, ms, ps, d0 + v * kLanes, acc, mem);
+    if constexpr (kRest > 0)
+      tile_rows_whole<S, kRest>(q, q.table, L, grouped, n_grouped, ms, ps, d0 + (kV - kRest) * kLanes, acc, mem);
   }
 }
 
@@ -322,99 +447,142 @@ void tile_rows(const Problem<S>& q, const BlockLists<S>& L, int64_t nr, const in
 // per tile, so that the tile (K x 64 columns: 240 KiB at K = 936) stays in cache while it is reused.
 template <typename S>
 void block_product(const Problem<S>& q, int64_t nr, const int64_t* ms, const int64_t* ps, BlockLists<S>& L,
-                   S* acc) {
+                   S* acc, S* mem) {
   constexpr int kLanes = 64 / sizeof(S);
+  int64_t plain[kRows], grouped[kRows], n_plain = 0, n_grouped = 0;
+  for (int64_t j = 0; j < nr; ++j) {
+    choose_walk(q, L, j);
+    if (L.grouped[j]) grouped[n_grouped++] = j;
+    else plain[n_plain++] = j;
+  }
   int64_t d0 = 0;
-  for (; d0 + kTile * kLanes <= q.Dp; d0 += kTile * kLanes) tile_rows<S, kTile>(q, L, nr, ms, ps, d0, acc);
+  for (; d0 + kTile * kLanes <= q.Dp; d0 += kTile * kLanes)
+    tile<S, kTile>(q, L, plain, n_plain, grouped, n_grouped, ms, ps, d0, acc, mem);
   const int64_t rest = (q.Dp - d0) / kLanes;  // whole vectors left, fewer than kTile
-  if (rest == 1) tile_rows<S, 1>(q, L, nr, ms, ps, d0, acc);
-  if (rest == 2) tile_rows<S, 2>(q, L, nr, ms, ps, d0, acc);
-  if (rest == 3) tile_rows<S, 3>(q, L, nr, ms, ps, d0, acc);
-  if (rest == 4) tile_rows<S, 4>(q, L, nr, ms, ps, d0, acc);
-  if (rest == 5) tile_rows<S, 5>(q, L, nr, ms, ps, d0, acc);
-  if (rest == 6) tile_rows<S, 6>(q, L, nr, ms, ps, d0, acc);
-  if (rest == 7) tile_rows<S, 7>(q, L, nr, ms, ps, d0, acc);
+  if (rest == 1) tile<S, 1>(q, L, plain, n_plain, grouped, n_grouped, ms, ps, d0, acc, mem);
+  if (rest == 2) tile<S, 2>(q, L, plain, n_plain, grouped, n_grouped, ms, ps, d0, acc, mem);
+  if (rest == 3) tile<S, 3>(q, L, plain, n_plain, grouped, n_grouped, ms, ps, d0, acc, mem);
+  if (rest == 4) tile<S, 4>(q, L, plain, n_plain, grouped, n_grouped, ms, ps, d0, acc, mem);
+  if (rest == 5) tile<S, 5>(q, L, plain, n_plain, grouped, n_grouped, ms, ps, d0, acc, mem);
+  if (rest == 6) tile<S, 6>(q, L, plain, n_plain, grouped, n_grouped, ms, ps, d0, acc, mem);
+  if (rest == 7) tile<S, 7>(q, L, plain, n_plain, grouped, n_grouped, ms, ps, d0, acc, mem);
 }
 
-template <typename S>
+// The blocks: kRows pixels of one image (planar input) or kRows consecutive rows (token rows). With a
+// neuron, blocks are kRows positions of one image, and each thread takes the T blocks of the same
+// positions in the order of t, carrying their membranes (kRows x Dp) from one step to the next.
+template <typename S, typename I>
 int spike_matmul(const Problem<S>& q, int n_threads) {
   if (q.Dp % 16 != 0 || q.Dp < q.D) return 2;
-  // Planar input (a channel's pixels contiguous): blocks of kRows pixels of one image.
-  bool planar = q.sk != 1;
+  bool planar = q.sk != 1;  // planar input: a channel's pixels contiguous
   for (int s = 0; s < q.n_segments; ++s) planar = planar && q.sp[s] == 1;
   const int64_t per_image = (q.P + kRows - 1) / kRows;
   const int64_t rows = q.M * q.P;
-  const int64_t n_blocks = planar ? q.M * per_image : (rows + kRows - 1) / kRows;
-  spikemlp::parallel_blocks(n_blocks, kRows * q.K * q.D / 4, n_threads, [&q, planar, per_image, rows](int64_t b0,
-                                                                                                    int64_t b1) {
+  const int64_t T = q.neuron ? q.neuron->T : 1;
+  if (q.neuron && (T < 1 || q.M % T != 0)) return 5;
+  const bool per_image_blocks = planar || q.neuron;
+  const int64_t n_units = per_image_blocks ? q.M / T * per_image : (rows + kRows - 1) / kRows;
+  spikemlp::parallel_blocks(n_units, T * kRows * q.K * q.D / 4, n_threads, [&q, planar, per_image, rows, T](
+                                                                                 int64_t u0, int64_t u1) {
     BlockLists<S> L(q.K);
     alignas(64) S acc[kGroup * kTile * 64 / sizeof(S)];
     int64_t ms[kRows], ps[kRows];
-    for (int64_t blk = b0; blk < b1; ++blk) {
-      int64_t nr;
-      if (planar) {
-        const int64_t m = blk / per_image, p0 = (blk % per_image) * kRows;
-        nr = std::min<int64_t>(kRows, q.P - p0);
-        for (int64_t j = 0; j < nr; j += kPix) list_pixels(q, m, p0 + j, std::min<int64_t>(kPix, nr - j), L, j);
-        for (int64_t j = 0; j < nr; ++j) ms[j] = m, ps[j] = p0 + j;
-      } else {
-        const int64_t r0 = blk * kRows;
-        nr = std::min(kRows, rows - r0);
+    std::vector<S> mem_store(q.neuron ? kRows * q.Dp + 64 / sizeof(S) : 0);
+    S* mem = q.neuron ? reinterpret_cast<S*>((reinterpret_cast<uintptr_t>(mem_store.data()) + 63) & ~uintptr_t(63))
+                      : nullptr;
+    const S v_init = q.neuron && q.neuron->hard ? q.v_reset : S(0);
+    for (int64_t u = u0; u < u1; ++u) {
+      if (!(planar || q.neuron)) {
+        const int64_t r0 = u * kRows, nr = std::min(kRows, rows - r0);
         for (int64_t j = 0; j < nr; ++j) {
           ms[j] = (r0 + j) / q.P, ps[j] = (r0 + j) % q.P;
-          list_row(q, ms[j], ps[j], L, j);
+          list_row<S, I>(q, ms[j], ps[j], L, j);
         }
+        block_product(q, nr, ms, ps, L, acc, mem);
+        continue;
       }
-      block_product(q, nr, ms, ps, L, acc);
+      const int64_t b = u / per_image, p0 = (u % per_image) * kRows, nr = std::min<int64_t>(kRows, q.P - p0);
+      if (mem) std::fill(mem, mem + nr * q.Dp, v_init);
+      for (int64_t t = 0; t < T; ++t) {
+        const int64_t m = t * (q.M / T) + b;
+        for (int64_t j = 0; j < nr; ++j) ms[j] = m, ps[j] = p0 + j;
+        if (planar) {
+          for (int64_t j = 0; j < nr; j += kPix) list_pixels<S, I>(q, m, p0 + j, std::min<int64_t>(kPix, nr - j), L, j);
+        } else {
+          for (int64_t j = 0; j < nr; ++j) list_row<S, I>(q, m, p0 + j, L, j);
+        }
+        block_product(q, nr, ms, ps, L, acc, mem);
+      }
     }
   });
   return 0;
 }
 
 template <typename S>
-int run(const void* const* base, const int64_t* channels, const int64_t* sm, const int64_t* sp, int n_segments,
-        int64_t M, int64_t P, int64_t sk, const void* wt, const void* bias, int64_t D, int64_t Dp, const void* col_scale,
+int run(int input_u8, const void* const* base, const int64_t* channels, const int64_t* sm, const int64_t* sp, int n_segments,
+        int64_t M, int64_t P, int64_t sk, const void* wt, const void* table, const void* bias, int64_t D, int64_t Dp,
+        const void* col_scale,
         const void* col_shift, const void* row_scale, const void* row_shift, void* out, int planar_out,
-        int n_threads) {
+        const Neuron* neuron, int n_threads) {
   if (n_segments < 1 || n_segments > kMaxSegments) return 3;
   Problem<S> q{};
   q.n_segments = n_segments;
   q.K = 0;
   for (int s = 0; s < n_segments; ++s) {
-    q.base[s] = static_cast<const S*>(base[s]);
+    q.base[s] = base[s];
     q.channels[s] = channels[s];
     q.sm[s] = sm[s];
     q.sp[s] = sp[s];
     q.K += channels[s];
   }
   q.M = M, q.P = P, q.sk = sk;
-  q.wt = static_cast<const S*>(wt), q.bias = static_cast<const S*>(bias), q.D = D, q.Dp = Dp;
+  q.wt = static_cast<const S*>(wt), q.table = static_cast<const S*>(table), q.bias = static_cast<const S*>(bias), q.D = D, q.Dp = Dp;
   q.col_scale = static_cast<const S*>(col_scale), q.col_shift = static_cast<const S*>(col_shift);
   q.row_scale = static_cast<const S*>(row_scale), q.row_shift = static_cast<const S*>(row_shift);
   if ((q.col_scale == nullptr) != (q.col_shift == nullptr) || (q.row_scale == nullptr) != (q.row_shift == nullptr))
     return 4;
-  q.out = static_cast<S*>(out), q.planar_out = planar_out != 0;
-  return spike_matmul(q, n_threads);
+  q.planar_out = planar_out != 0;
+  q.neuron = neuron;
+  if (neuron) {
+    if (neuron->mode < 0 || neuron->mode > 2) return 6;
+    q.spikes = static_cast<uint8_t*>(out);
+    // As csrc/lif_cpu.cpp: the constants rounded to S (as PyTorch narrows them), 1 / tau when exact.
+    q.tau = static_cast<S>(neuron->tau), q.v_th = static_cast<S>(neuron->v_th);
+    q.v_reset = static_cast<S>(neuron->v_reset);
+    int exponent = 0;
+    q.mul_inv = q.tau > S(0) && std::frexp(q.tau, &exponent) == S(0.5);
+    q.inv_tau = S(1) / q.tau;
+  } else {
+    q.out = static_cast<S*>(out);
+  }
+  return input_u8 ? spike_matmul<S, uint8_t>(q, n_threads) : spike_matmul<S, S>(q, n_threads);
 }
 
 }  // namespace
 
-// The C interface (see the top of this file). dtype 0 float32, 1 float64. base, channels, sm and sp (image
-// and position strides): n_segments (1-3) entries. bias, col_scale, col_shift: Dp entries or null; row_scale, row_shift: P entries or null
-// (scale and shift given together). Returns 0, or 1 (bad dtype), 2 (Dp not a multiple of 16 or < D),
-// 3 (bad segment count), 4 (a scale without its shift).
-extern "C" int spikemlp_spike_matmul(int dtype, const void* const* base, const int64_t* channels, const int64_t* sm,
-                                     const int64_t* sp, int n_segments, int64_t M, int64_t P, int64_t sk, const void* wt,
-                                     const void* bias, int64_t D, int64_t Dp, const void* col_scale,
-                                     const void* col_shift, const void* row_scale, const void* row_shift, void* out,
-                                     int planar_out, int n_threads) {
+// The C interface (see the top of this file). dtype 0 float32, 1 float64 (weights, sums, outputs); input_u8:
+// the inputs are 0/1 bytes (uint8) instead of dtype. base, channels, sm and sp (image and position strides):
+// n_segments (1-3) entries. table: the grouped sums or null. bias, col_scale, col_shift: Dp entries or null;
+// row_scale, row_shift: P entries or null (scale and shift given together). neuron_T > 0: the outputs
+// charge a neuron over neuron_T steps (M = neuron_T x images) and `out` receives its spikes as bytes.
+// Returns 0, or 1 (bad dtype), 2 (Dp not a multiple of 16 or < D), 3 (bad segment count), 4 (a scale
+// without its shift), 5 (M not a multiple of neuron_T), 6 (bad charge mode).
+extern "C" int spikemlp_spike_matmul(int dtype, int input_u8, const void* const* base, const int64_t* channels,
+                                     const int64_t* sm, const int64_t* sp, int n_segments, int64_t M, int64_t P,
+                                     int64_t sk, const void* wt, const void* table, const void* bias, int64_t D,
+                                     int64_t Dp, const void* col_scale, const void* col_shift, const void* row_scale,
+                                     const void* row_shift, void* out, int planar_out, int64_t neuron_T,
+                                     int neuron_mode, int neuron_hard, double tau, double v_th, double v_reset,
+                                     int n_threads) {
+  const Neuron neuron{neuron_T, neuron_mode, neuron_hard != 0, tau, v_th, v_reset};
+  const Neuron* n = neuron_T > 0 ? &neuron : nullptr;
   switch (dtype) {
     case 0:
-      return run<float>(base, channels, sm, sp, n_segments, M, P, sk, wt, bias, D, Dp, col_scale, col_shift,
-                        row_scale, row_shift, out, planar_out, n_threads);
+      return run<float>(input_u8, base, channels, sm, sp, n_segments, M, P, sk, wt, table, bias, D, Dp, col_scale,
+                        col_shift, row_scale, row_shift, out, planar_out, n, n_threads);
     case 1:
-      return run<double>(base, channels, sm, sp, n_segments, M, P, sk, wt, bias, D, Dp, col_scale, col_shift,
-                         row_scale, row_shift, out, planar_out, n_threads);
+      return run<double>(input_u8, base, channels, sm, sp, n_segments, M, P, sk, wt, table, bias, D, Dp, col_scale,
+                         col_shift, row_scale, row_shift, out, planar_out, n, n_threads);
     default:
       return 1;
   }

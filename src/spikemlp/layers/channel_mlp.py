@@ -89,14 +89,20 @@ class ChannelMLP(nn.Module):
         T, B, C, H, W = x.shape
         per = "row_affine" if self.channel_bn == "token" else "col_affine"  # BN per token or per channel
         planes = x.reshape(T * B, C, H * W)
-        y = spike_matmul.spike_matmul(
-            [planes], self.fc1.weight, self.fc1.bias, self._packed[0], planar_in=True, planar_out=False,
-            **{per: affine1},
-        )  # fmt: skip
-        spikes = self.lif(y.unflatten(0, (T, B))).flatten(0, 1)  # [T * B, H * W, hidden]
+        fc1 = (self.fc1.weight, self.fc1.bias, self._packed[0])
+        if spike_matmul.fused_neuron(self.lif) is not None:
+            # The neuron in fc1's epilogue: its spikes come out as bytes, fc1's outputs are never stored.
+            spikes = spike_matmul.spike_matmul(
+                [planes], *fc1, planar_in=True, planar_out=False, grouped=True, neuron=(T, self.lif),
+                **{per: affine1},
+            )  # fmt: skip
+        else:
+            y = spike_matmul.spike_matmul([planes], *fc1, planar_in=True, planar_out=False, grouped=True,
+                                          **{per: affine1})  # fmt: skip
+            spikes = self.lif(y.unflatten(0, (T, B))).flatten(0, 1)  # [T * B, H * W, hidden]
         y = spike_matmul.spike_matmul(
             [spikes], self.fc2.weight, self.fc2.bias, self._packed[1], planar_in=False, planar_out=True,
-            **{per: affine2},
+            dtype=x.dtype, **{per: affine2},
         )  # fmt: skip
         return y.view(T, B, C, H, W)
 

@@ -25,12 +25,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._native import NativeLibrary, data_ptr
-from ..neurons.bn_lif import observed
+from ..neurons.bn_lif import lif_spec, observed
+from ..neurons.lif import LIF
+from ..neurons.neuron_spec import NeuronSpec
 from .batch_norm_fold import inference_affine
 
 __all__ = [
-    "PackedWeight", "applies", "available", "inference_affine", "spike_conv1x1", "spike_linear",
-    "spike_matmul", "unavailable_reason",
+    "PackedWeight", "applies", "available", "fused_neuron", "grouped_sums", "inference_affine",
+    "spike_conv1x1", "spike_linear", "spike_matmul", "unavailable_reason",
 ]  # fmt: skip
 
 _DTYPE_CODES = {torch.float32: 0, torch.float64: 1}
@@ -38,10 +40,11 @@ _MAX_SEGMENTS = 3
 
 
 def _declare(lib: ctypes.CDLL) -> None:
-    i64, ptr, i32 = ctypes.c_int64, ctypes.c_void_p, ctypes.c_int
+    i64, ptr, i32, f64 = ctypes.c_int64, ctypes.c_void_p, ctypes.c_int, ctypes.c_double
     lib.spikemlp_spike_matmul.restype = i32
     lib.spikemlp_spike_matmul.argtypes = [
-        i32, ptr, ptr, ptr, ptr, i32, i64, i64, i64, ptr, ptr, i64, i64, ptr, ptr, ptr, ptr, ptr, i32, i32,
+        i32, i32, ptr, ptr, ptr, ptr, i32, i64, i64, i64, ptr, ptr, ptr, i64, i64, ptr, ptr, ptr, ptr, ptr,
+        i32, i64, i32, i32, f64, f64, f64, i32,
     ]  # fmt: skip
 
 
@@ -63,6 +66,15 @@ def available(x: torch.Tensor) -> bool:
     )
 
 
+def fused_neuron(layer: nn.Module) -> NeuronSpec | None:
+    """What the kernel's epilogue computes for ``layer``, or None if it cannot: an :class:`LIF` (exactly;
+    a subclass may compute something else) with a fixed tau and no membrane output, that no hook observes
+    (analysis tools then see it run as itself)."""
+    if type(layer) is not LIF or layer.tau_logit is not None or layer.return_membrane or observed(layer):
+        return None
+    return lif_spec(layer)
+
+
 def applies(layers: Sequence[nn.Module], x: torch.Tensor) -> bool:
     """``available(x)``, no gradient wanted for the layers' parameters, and no hook observes them
     (analysis tools that hook synaptic layers then see them run as themselves)."""
@@ -80,7 +92,7 @@ class PackedWeight:
     def __init__(self) -> None:
         self._refs: tuple = ()
         self._key = None
-        self.wt = self.bias = None
+        self.wt = self.bias = self.table = None
 
     def __reduce__(self):
         # Copies and pickles start empty: a copy's weights are other tensors (packed on first use),
@@ -91,7 +103,9 @@ class PackedWeight:
     def _state(t: torch.Tensor | None):
         return None if t is None else (t.data_ptr(), t._version, tuple(t.shape))
 
-    def get(self, weight: torch.Tensor, bias: torch.Tensor | None, dtype: torch.dtype) -> PackedWeight:
+    def get(
+        self, weight: torch.Tensor, bias: torch.Tensor | None, dtype: torch.dtype, grouped: bool = False
+    ) -> PackedWeight:
         key = (self._state(weight), self._state(bias), dtype)
         same = (
             len(self._refs) == 2
@@ -103,9 +117,25 @@ class PackedWeight:
             with torch.no_grad():
                 self.wt = _pad_columns(weight.detach().reshape(D, -1).t().to(dtype))
                 self.bias = None if bias is None else _pad_columns(bias.detach().to(dtype))
+            self.table = None
             self._refs = (weakref.ref(weight), None if bias is None else weakref.ref(bias))
             self._key = key
+        if grouped and self.table is None:
+            self.table = grouped_sums(self.wt)
         return self
+
+
+def grouped_sums(wt: torch.Tensor) -> torch.Tensor:
+    """The kernel's table of grouped sums for packed weights wt [K, Dp]: row 16 * g + c is the sum of
+    the rows 4 g + b of wt for the bits b of c (added from the lowest bit up; zero rows past K), so
+    [ceil(K / 4) * 16, Dp], four times wt."""
+    K, Dp = wt.shape
+    quads = F.pad(wt, (0, 0, 0, -K % 4)).view(-1, 4, Dp)
+    table = wt.new_zeros(quads.shape[0], 16, Dp)
+    for c in range(1, 16):
+        top = c.bit_length() - 1  # c = (c without its top bit) + that bit, so the sum runs in bit order
+        table[:, c] = table[:, c ^ (1 << top)] + quads[:, top]
+    return table.view(-1, Dp)
 
 
 def _pad_columns(t: torch.Tensor) -> torch.Tensor:
@@ -121,6 +151,9 @@ def spike_matmul(
     planar_out: bool,
     col_affine: tuple[torch.Tensor, torch.Tensor] | None = None,
     row_affine: tuple[torch.Tensor, torch.Tensor] | None = None,
+    grouped: bool = False,
+    neuron: tuple[int, nn.Module] | None = None,
+    dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
     """y = x @ weight^T + bias over the channels of x, then optional inference affines, for spikes x.
 
@@ -128,17 +161,31 @@ def spike_matmul(
     if ``planar_in`` (NCHW planes, P = H * W), else [M, P, K_s] (token rows). ``weight`` is [D, sum K_s]
     (a Linear's, or a 1x1 convolution's [D, K, 1, 1]). ``col_affine`` (scale, shift) [D] applies per
     output channel, then ``row_affine`` [P] per position. Returns [M, D, P] if ``planar_out``, else
-    [M, P, D].
+    [M, P, D]. ``grouped``: rows of 0/1 inputs with at least 15% of them active add precomputed sums of
+    up to four weight rows (``grouped_sums``: a table four times the weights, kept in ``packed``) instead
+    of the rows one by one; fewer additions on dense rows, same values up to rounding.
+
+    ``neuron`` (T, an LIF layer that ``fused_neuron`` accepts): the outputs, images ordered [T, B],
+    charge the neuron in the kernel and its spikes are returned instead, as 0/1 bytes (uint8) in the
+    output layout: the spikes the layer would give on the outputs, without the outputs ever being
+    stored. Segments may be uint8 spikes (such as those); ``dtype`` then gives the weights' and sums'
+    dtype (otherwise the segments').
     """
     if not 1 <= len(segments) <= _MAX_SEGMENTS:
         raise ValueError(f"spike_matmul takes 1 to {_MAX_SEGMENTS} input segments, got {len(segments)}")
     first = segments[0]
-    dtype = first.dtype
+    input_u8 = first.dtype == torch.uint8
+    dtype = dtype or first.dtype
+    if dtype not in _DTYPE_CODES or not (input_u8 or dtype == first.dtype):
+        raise ValueError(
+            f"spike_matmul computes in float32 or float64 on inputs of that dtype or uint8 spikes, got "
+            f"{first.dtype} inputs and dtype {dtype}; pass dtype= (float32 or float64) with uint8 spikes"
+        )
     M, P = first.shape[0], first.shape[2 if planar_in else 1]
     channel_dim = 1 if planar_in else 2
     inner = (2, 1) if planar_in else (1, 2)  # (position, channel) dims
     for s in segments:
-        if s.dim() != 3 or s.shape[0] != M or s.shape[inner[0]] != P or s.dtype != dtype:
+        if s.dim() != 3 or s.shape[0] != M or s.shape[inner[0]] != P or s.dtype != first.dtype:
             raise ValueError(f"spike_matmul segments must share M={M}, P={P} and dtype; got {tuple(s.shape)}")
     segs = list(segments)
     # The segments share their channel stride, and their last dim is dense (positions of a plane,
@@ -151,20 +198,32 @@ def spike_matmul(
     if weight[0].numel() != sum(channels):
         raise ValueError(f"spike_matmul: the input has {sum(channels)} channels, the weight expects "
                          f"{weight[0].numel()}")  # fmt: skip
-    packed = packed.get(weight, bias, dtype)
+    packed = packed.get(weight, bias, dtype, grouped)
     sk = segs[0].stride(inner[1])
     col = None if col_affine is None else [_pad_columns(t.to(dtype)) for t in col_affine]
     row = None if row_affine is None else [t.to(dtype).contiguous() for t in row_affine]
-    out = torch.empty((M, D, P) if planar_out else (M, P, D), dtype=dtype)
+    shape = (M, D, P) if planar_out else (M, P, D)
+    out = torch.empty(shape, dtype=dtype if neuron is None else torch.uint8)
+    T, mode, hard, tau, v_th, v_reset = 0, 0, 0, 0.0, 0.0, 0.0
+    if neuron is not None:
+        T, layer = neuron
+        spec = fused_neuron(layer)
+        if spec is None:
+            raise ValueError(f"spike_matmul cannot fuse {type(layer).__name__}: see fused_neuron")
+        if M % T:
+            raise ValueError(f"spike_matmul: {M} images are not T = {T} steps of a batch")
+        mode, hard, tau = spec.mode, int(spec.hard_reset), layer.tau
+        v_th, v_reset = spec.v_threshold, spec.reset_value
     bases = (ctypes.c_void_p * _MAX_SEGMENTS)(*[s.data_ptr() for s in segs])
     counts = (ctypes.c_int64 * _MAX_SEGMENTS)(*channels)
     image_strides = (ctypes.c_int64 * _MAX_SEGMENTS)(*[s.stride(0) for s in segs])
     position_strides = (ctypes.c_int64 * _MAX_SEGMENTS)(*[s.stride(inner[0]) for s in segs])
     status = _LIBRARY.get().spikemlp_spike_matmul(
-        _DTYPE_CODES[dtype], bases, counts, image_strides, position_strides, len(segs), M, P, sk,
-        data_ptr(packed.wt), data_ptr(packed.bias), D, packed.wt.shape[1],
+        _DTYPE_CODES[dtype], int(input_u8), bases, counts, image_strides, position_strides, len(segs), M, P,
+        sk, data_ptr(packed.wt), data_ptr(packed.table if grouped else None), data_ptr(packed.bias), D,
+        packed.wt.shape[1],
         *(data_ptr(t) for t in col or (None, None)), *(data_ptr(t) for t in row or (None, None)),
-        data_ptr(out), int(planar_out), torch.get_num_threads(),
+        data_ptr(out), int(planar_out), T, mode, hard, tau, v_th, v_reset, torch.get_num_threads(),
     )  # fmt: skip
     if status != 0:
         raise RuntimeError(f"spikemlp spike matmul failed with status {status}")

@@ -28,7 +28,8 @@ __all__ = ["batch_norm_lif", "projection_batch_norm_lif"]
 _PLAIN_BN = (nn.BatchNorm1d, nn.BatchNorm2d)
 
 
-def _spec(lif: LIF) -> NeuronSpec:
+def lif_spec(lif: LIF) -> NeuronSpec:
+    """What an LIF layer computes, as the fused kernels take it."""
     mode = CHARGE_DECAY_INPUT if lif.decay_input else CHARGE_NO_DECAY
     return NeuronSpec(mode, lif.v_threshold, lif.v_reset, lif.detach_reset, lif.surrogate)
 
@@ -120,7 +121,7 @@ def _fusable(x: torch.Tensor, bn: nn.Module, lif: nn.Module) -> bool:
         return False
     if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
         return False
-    return select_backend(lif.backend, x, _spec(lif)) == "cpp"
+    return select_backend(lif.backend, x, lif_spec(lif)) == "cpp"
 
 
 def observed(module: nn.Module) -> bool:
@@ -179,7 +180,7 @@ def projection_batch_norm_lif(
     momentum, running_mean, running_var = _running_update(bn)
     spikes = _ProjectionBatchNormLIF.apply(
         y, inp, proj.weight, proj.bias, bn.weight, bn.bias, running_mean, running_var, momentum, bn.eps,
-        (project, bn_view, from_bn), T, lif.tau, _spec(lif),
+        (project, bn_view, from_bn), T, lif.tau, lif_spec(lif),
     )  # fmt: skip
     _mark_spikes(spikes)
     return from_bn(spikes, y.shape)
@@ -200,7 +201,7 @@ def batch_norm_lif(x: torch.Tensor, bn: nn.Module, lif: nn.Module, T: int, fuse:
         return lif(y.unflatten(0, (T, -1))).flatten(0, 1)
     momentum, running_mean, running_var = _running_update(bn)
     spikes = _BatchNormLIF.apply(
-        x, bn.weight, bn.bias, running_mean, running_var, momentum, bn.eps, T, lif.tau, _spec(lif)
+        x, bn.weight, bn.bias, running_mean, running_var, momentum, bn.eps, T, lif.tau, lif_spec(lif)
     )
     _mark_spikes(spikes)
     return spikes

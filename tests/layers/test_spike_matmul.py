@@ -191,3 +191,124 @@ def test_bad_arguments_are_named():
         sm.spike_matmul([spikes(2, 6, 5)], w, None, sm.PackedWeight(), True, True)
     with pytest.raises(ValueError, match="must share"):
         sm.spike_matmul([spikes(2, 4, 5), spikes(2, 4, 6)], w, None, sm.PackedWeight(), True, True)
+
+
+# --- grouped sums (a table of 16 sums per four inputs) --------------------------------------------------
+
+
+def test_grouped_sums_table():
+    wt = torch.randn(6, 16, dtype=torch.float64)  # K = 6: two groups, the second padded with zero rows
+    table = sm.grouped_sums(wt)
+    assert table.shape == (2 * 16, 16)
+    padded = torch.cat([wt, torch.zeros(2, 16, dtype=torch.float64)])
+    for g in range(2):
+        for c in range(16):
+            want = torch.zeros(16, dtype=torch.float64)
+            for b in range(4):  # from the lowest bit up, the order the kernel's other walks add in
+                if c >> b & 1:
+                    want = want + padded[4 * g + b]
+            assert torch.equal(table[16 * g + c], want)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize(("planar_in", "planar_out"), [(True, False), (False, True), (True, True)])
+@pytest.mark.parametrize("p", [0.05, 0.5])  # rows below and above the table's density threshold
+def test_grouped_matches_float64_product(dtype, planar_in, planar_out, p):
+    g = torch.Generator().manual_seed(11)
+    K, D, P = 103, 70, 45  # K not a multiple of 4: the last group has padding inputs
+    planes = spikes(3, K, P, p=p, dtype=dtype, seed=3)
+    weight, bias = torch.randn(D, K, generator=g, dtype=dtype), torch.randn(D, generator=g, dtype=dtype)
+    x = planes if planar_in else planes.transpose(1, 2).contiguous()
+    got = sm.spike_matmul([x], weight, bias, sm.PackedWeight(), planar_in, planar_out, grouped=True)
+    got = got if planar_out else got.transpose(1, 2)
+    tol = 1e-12 if dtype == torch.float64 else 1e-4
+    torch.testing.assert_close(got.double(), dense_reference(planes, weight, bias), rtol=0, atol=tol * K**0.5)
+
+
+def test_grouped_is_exact_on_exact_sums_and_the_same_in_every_layout():
+    g = torch.Generator().manual_seed(12)
+    planes = spikes(2, 90, 70, p=0.5, seed=5)
+    planes[1, :, :20] = spikes(1, 90, 20, p=0.05, seed=6)[0]  # some sparse rows among the dense ones
+    weight = torch.randint(-8, 9, (30, 90), generator=g).float()
+    bias = torch.randint(-8, 9, (30,), generator=g).float()
+    rows = planes.transpose(1, 2).contiguous()
+    packed = sm.PackedWeight()
+    got = {
+        (pin, pout): sm.spike_matmul([planes if pin else rows], weight, bias, packed, pin, pout, grouped=True)
+        for pin in (True, False) for pout in (True, False)
+    }  # fmt: skip
+    want = F.linear(rows, weight, bias)
+    for (pin, pout), y in got.items():
+        assert torch.equal(y if not pout else y.transpose(1, 2), want), (pin, pout)
+    assert packed.table is not None and packed.table.shape == (23 * 16, 32)
+
+
+# --- the neuron in the epilogue, and uint8 spikes -----------------------------------------------------------
+
+NEURONS = [
+    {},  # MLP-SPE's: tau 2, decay input, hard reset to 0
+    {"v_reset": None},  # soft reset
+    {"decay_input": False, "tau": 3.0, "v_threshold": 0.7},  # the other charge, 1/tau not exact
+]
+
+
+LAYOUTS = [(True, False, 4), (False, True, 2), (True, True, 1)]  # (planar in, planar out, T)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("neuron", NEURONS, ids=["hard", "soft", "no_decay"])
+@pytest.mark.parametrize(("planar_in", "planar_out", "T"), LAYOUTS)
+def test_fused_neuron_gives_the_layers_spikes(dtype, neuron, planar_in, planar_out, T):
+    from spikemlp.neurons import LIF
+
+    g = torch.Generator().manual_seed(13)
+    B, K, D, P = 3, 70, 90, 80  # P: one full block of 64 positions and a remainder
+    planes = spikes(T * B, K, P, p=0.3, dtype=dtype, seed=7)
+    x = planes if planar_in else planes.transpose(1, 2).contiguous()
+    weight = torch.randn(D, K, generator=g, dtype=dtype) * 0.4
+    bias = torch.randn(D, generator=g, dtype=dtype) * 0.3
+    row = (torch.rand(P, generator=g, dtype=dtype) + 0.5, torch.randn(P, generator=g, dtype=dtype) * 0.2)
+    lif = LIF(**neuron)
+    for grouped in (False, True):
+        y = sm.spike_matmul([x], weight, bias, sm.PackedWeight(), planar_in, planar_out, row_affine=row,
+                            grouped=grouped)  # fmt: skip
+        want = lif(y.unflatten(0, (T, B))).flatten(0, 1)
+        got = sm.spike_matmul([x], weight, bias, sm.PackedWeight(), planar_in, planar_out, row_affine=row,
+                              grouped=grouped, neuron=(T, lif))  # fmt: skip
+        assert got.dtype == torch.uint8 and got.shape == want.shape
+        assert torch.equal(got.to(dtype), want)  # bit for bit: the same charge arithmetic as the layer
+        assert 0.05 < want.mean() < 0.6  # the neurons fire: the check is not vacuous
+
+
+@pytest.mark.parametrize("K", [40, 200])  # below and above one 64-input load
+def test_uint8_spikes_as_input(K):
+    g = torch.Generator().manual_seed(14)
+    rows = spikes(2, 33, K, p=0.2, seed=8)
+    rows[1, 4, K - 1] = 2.0  # a non-binary input is multiplied, as in float
+    weight, bias = torch.randn(25, K, generator=g), torch.randn(25, generator=g)
+    for planar_out in (True, False):
+        want = sm.spike_matmul([rows], weight, bias, sm.PackedWeight(), False, planar_out)
+        got = sm.spike_matmul([rows.to(torch.uint8)], weight, bias, sm.PackedWeight(), False, planar_out,
+                              dtype=torch.float32)  # fmt: skip
+        assert torch.equal(got, want)
+
+
+def test_fused_neuron_refuses_what_it_cannot_run():
+    from spikemlp.neurons import IF, LIF
+
+    assert sm.fused_neuron(LIF()) is not None
+    assert sm.fused_neuron(LIF(learnable_tau=True)) is None
+    assert sm.fused_neuron(LIF(return_membrane=True)) is None
+    assert sm.fused_neuron(IF()) is None
+    watched = LIF()
+    watched.register_forward_hook(lambda *a: None)  # an analysis hook: the layer must run as itself
+    assert sm.fused_neuron(watched) is None
+    w = torch.randn(3, 8)
+    with pytest.raises(ValueError, match="cannot fuse IF"):
+        sm.spike_matmul([spikes(2, 8, 5)], w, None, sm.PackedWeight(), True, True, neuron=(2, IF()))
+    with pytest.raises(ValueError, match="3 images are not T = 2 steps"):
+        sm.spike_matmul([spikes(3, 8, 5)], w, None, sm.PackedWeight(), True, True, neuron=(2, LIF()))
+    with pytest.raises(ValueError, match="pass dtype="):
+        sm.spike_matmul([spikes(2, 8, 5).to(torch.uint8)], w, None, sm.PackedWeight(), True, True)
+    with pytest.raises(ValueError, match="pass dtype="):
+        sm.spike_matmul([spikes(2, 8, 5)], w, None, sm.PackedWeight(), True, True, dtype=torch.float64)

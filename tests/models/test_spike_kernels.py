@@ -152,3 +152,30 @@ def test_a_model_that_ran_the_kernels_still_copies_and_pickles(kernel_calls, tmp
     for clone in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
         with torch.no_grad():
             torch.testing.assert_close(clone(images), before, rtol=0, atol=0)
+
+
+def test_the_hidden_neuron_runs_in_the_kernel_unless_observed(monkeypatch, kernel_built):
+    # Unobserved, the channel MLP's neuron runs in fc1's epilogue (its layer is never called); with a
+    # hook on it (as the firing-rate analysis installs), it runs as itself, and sees the same spikes.
+    model = lively()
+    images = torch.randn(4, 3, 32, 32, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    fused = []
+    real = spike_matmul.spike_matmul
+    monkeypatch.setattr(
+        spike_matmul, "spike_matmul", lambda *a, **k: fused.append(k.get("neuron")) or real(*a, **k)
+    )
+    with torch.inference_mode():
+        dense = model(images)
+        model.set_spike_kernels(True)
+        fast = model(images)
+    blocks = sum(SMALL["depths"])
+    assert sum(n is not None for n in fused) == blocks
+    torch.testing.assert_close(fast, dense, rtol=1e-10, atol=1e-10)
+    hidden = model.stages[1].blocks[0].channel_mix.lif
+    seen = []
+    hidden.register_forward_hook(lambda m, i, o: seen.append(o))
+    fused.clear()
+    with torch.inference_mode():
+        observed = model(images)
+    assert len(seen) == 1 and sum(n is not None for n in fused) == blocks - 1
+    torch.testing.assert_close(observed, dense, rtol=1e-10, atol=1e-10)

@@ -301,7 +301,7 @@ void list_pixels(const Problem<S>& q, int64_t m, int64_t p0, int64_t npix, Block
 // 4 g .. 4 g + 3 form the pattern c adds that one table row instead of up to four weight rows: at half
 // of the inputs active, about half as many additions (and still only additions). The table is 4x the
 // weights, so it pays only on dense enough rows (kGroupedMin).
-constexpr int64_t kGroupedMinPercent = 30;  // rows with at least this share of inputs active use the table
+constexpr int64_t kGroupedMinPercent = 20;  // rows with at least this share of inputs active use the table
 
 // Rewrites row j's list of active inputs (in the order of k) as its list of table entries, in place.
 template <typename S>

@@ -161,7 +161,7 @@ def spike_matmul(
     if ``planar_in`` (NCHW planes, P = H * W), else [M, P, K_s] (token rows). ``weight`` is [D, sum K_s]
     (a Linear's, or a 1x1 convolution's [D, K, 1, 1]). ``col_affine`` (scale, shift) [D] applies per
     output channel, then ``row_affine`` [P] per position. Returns [M, D, P] if ``planar_out``, else
-    [M, P, D]. ``grouped``: rows of 0/1 inputs with at least 15% of them active add precomputed sums of
+    [M, P, D]. ``grouped``: rows of 0/1 inputs with at least 20% of them active add precomputed sums of
     up to four weight rows (``grouped_sums``: a table four times the weights, kept in ``packed``) instead
     of the rows one by one; fewer additions on dense rows, same values up to rounding.
 

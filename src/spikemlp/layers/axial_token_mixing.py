@@ -109,11 +109,29 @@ def positional_batch_norm(bn: nn.BatchNorm2d, y: torch.Tensor, axis: str) -> tor
     return _FROM_BN[axis](bn(_TO_BN[axis](y, 1)), y.shape).reshape(y.shape)
 
 
+# Grids up to this size run their axial maps as one GEMM on the flattened planes (see _folded_map).
+_PLANE_MAP_MAX = 8
+
+
 def _folded_map(x: torch.Tensor, proj: AxialProjection, affine) -> torch.Tensor:
     """proj(x) followed by an inference BN over the positions of its axis, (a, d) per output position
     folded into the map's rows and bias (as the MFI fold does)."""
     weight, bias = fold_rows(proj.weight, proj.bias, *affine)
-    return axial_map(x, weight.to(x.dtype), bias.to(x.dtype), proj.axis)
+    weight, bias = weight.to(x.dtype), bias.to(x.dtype)
+    n = proj.in_channels
+    if n > _PLANE_MAP_MAX:
+        return axial_map(x, weight, bias, proj.axis)
+    # On small grids the map along one axis of an n x n plane is one [n^2, n^2] matrix on the flattened
+    # plane (its Kronecker product with the identity on the other axis): one GEMM over all planes
+    # instead of a batch of tiny ones (measured 2-16x faster at n = 8 to 2, slower above). The extra
+    # terms are exact zeros, so the values are the map's up to the order of the sums.
+    eye = torch.eye(n, dtype=x.dtype)
+    square = weight.view(n, n)
+    if proj.axis == "h":  # y[i, w] = sum_j W[i, j] x[j, w] + b[i]
+        plane_weight, plane_bias = torch.kron(square, eye), bias.repeat_interleave(n)
+    else:  # y[h, i] = sum_j W[i, j] x[h, j] + b[i]
+        plane_weight, plane_bias = torch.kron(eye, square), bias.repeat(n)
+    return F.linear(x.flatten(-2), plane_weight, plane_bias).view_as(x)
 
 
 class AxialTokenMixing(nn.Module):

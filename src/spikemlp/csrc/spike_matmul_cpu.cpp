@@ -41,6 +41,7 @@
 namespace {
 
 constexpr int kMaxSegments = 3;
+constexpr int64_t kRows = 64;  // rows per block: each column tile of the weights is reused by all of them
 
 // 64 bytes of S (16 floats, 8 doubles) as one vector; GCC/Clang lower it to the widest registers the
 // build allows (one AVX-512 register, two AVX2 registers, ...). aligned(sizeof(S)): unaligned loads.
@@ -141,7 +142,7 @@ inline int64_t active_inputs(const I* row, int64_t count, int64_t sk, int64_t k0
 // With a neuron, mem is this row's membrane (Dp entries, aligned): the outputs charge it, and the
 // spikes (0/1 bytes) are stored instead of the outputs, with csrc/lif_cpu.cpp's arithmetic.
 template <typename S>
-inline void finish(const Problem<S>& q, S* acc, int64_t nv, int64_t d0, int64_t m, int64_t p, S* mem) {
+inline void finish(const Problem<S>& q, S* acc, int64_t nv, int64_t d0, int64_t m, int64_t p, S* mem, S* staged) {
   using V = Vec<S>;
   constexpr int kLanes = 64 / sizeof(S);
   V* a = reinterpret_cast<V*>(acc);
@@ -182,7 +183,9 @@ inline void finish(const Problem<S>& q, S* acc, int64_t nv, int64_t d0, int64_t 
     for (int64_t t = 0; t < width; ++t) dst[t * step] = static_cast<uint8_t>(acc[t] != S(0));
     return;
   }
-  if (q.planar_out) {
+  if (staged) {  // planar output through the block's staging buffer (see flush_staged)
+    for (int64_t t = 0; t < width; ++t) staged[t * kRows] = acc[t];
+  } else if (q.planar_out) {
     S* dst = q.out + (m * q.D + d0) * q.P + p;
     for (int64_t t = 0; t < width; ++t) dst[t * q.P] = acc[t];
   } else {
@@ -192,7 +195,6 @@ inline void finish(const Problem<S>& q, S* acc, int64_t nv, int64_t d0, int64_t 
 }
 
 constexpr int kPix = 16;        // pixels per spike mask (planar input)
-constexpr int64_t kRows = 64;   // rows per block: each column tile of the weights is reused by all of them
 constexpr int kTile = 8;        // vectors per column tile: 64 floats in four AVX-512 registers
 #ifndef SPIKEMLP_GROUPED_TILE
 #define SPIKEMLP_GROUPED_TILE 8
@@ -346,7 +348,7 @@ constexpr int64_t kMinActivesPerChunk = 6;
 // inputs fall in each chunk of tile_rows_chunked.
 template <typename S, int kV>
 void tile_rows_whole(const Problem<S>& q, const S* weights, const BlockLists<S>& L, const int64_t* sel,
-                     int64_t nr, const int64_t* ms, const int64_t* ps, int64_t d0, S* acc, S* mem) {
+                     int64_t nr, const int64_t* ms, const int64_t* ps, int64_t d0, S* acc, S* mem, S* stage) {
   using V = Vec<S>;
   const V* bias = q.bias ? reinterpret_cast<const V*>(q.bias + d0) : nullptr;
   for (int64_t i = 0; i < nr; ++i) {
@@ -369,13 +371,13 @@ void tile_rows_whole(const Problem<S>& q, const S* weights, const BlockLists<S>&
       }
     }
     for (int v = 0; v < kV; ++v) reinterpret_cast<V*>(acc)[v] = r[v];
-    finish(q, acc, kV, d0, ms[j], ps[j], mem ? mem + j * q.Dp : nullptr);
+    finish(q, acc, kV, d0, ms[j], ps[j], mem ? mem + j * q.Dp : nullptr, stage ? stage + j : nullptr);
   }
 }
 
 template <typename S, int kV>
 void tile_rows(const Problem<S>& q, const BlockLists<S>& L, const int64_t* sel, int64_t nr, const int64_t* ms,
-               const int64_t* ps, int64_t d0, S* acc, S* mem) {
+               const int64_t* ps, int64_t d0, S* acc, S* mem, S* stage) {
   using V = Vec<S>;
   constexpr int kLanes = 64 / sizeof(S);
   const int64_t chunk = std::max<int64_t>(16, kChunkBytes / (kV * 64));
@@ -385,7 +387,7 @@ void tile_rows(const Problem<S>& q, const BlockLists<S>& L, const int64_t* sel, 
   int64_t actives = 0;
   for (int64_t i = 0; i < nr; ++i) actives += L.count[sel[i]];
   if (actives * chunk < kMinActivesPerChunk * nr * q.K)
-    return tile_rows_whole<S, kV>(q, q.wt, L, sel, nr, ms, ps, d0, acc, mem);
+    return tile_rows_whole<S, kV>(q, q.wt, L, sel, nr, ms, ps, d0, acc, mem, stage);
   const V* bias = q.bias ? reinterpret_cast<const V*>(q.bias + d0) : nullptr;
   V* a = reinterpret_cast<V*>(acc);
   for (int64_t g0 = 0; g0 < nr; g0 += kGroup) {
@@ -422,32 +424,50 @@ void tile_rows(const Problem<S>& q, const BlockLists<S>& L, const int64_t* sel, 
       }
     }
     for (int64_t j = 0; j < ng; ++j) finish(q, acc + j * kV * kLanes, kV, d0, ms[sel[g0 + j]], ps[sel[g0 + j]],
-             mem ? mem + sel[g0 + j] * q.Dp : nullptr);
+             mem ? mem + sel[g0 + j] * q.Dp : nullptr, stage ? stage + sel[g0 + j] : nullptr);
+  }
+}
+
+// Planar output: a row's outputs lie P apart, so storing them one by one touches a cache line per output
+// channel per row. The tile's outputs are staged instead (column c of block row j at stage[c * kRows + j],
+// in L1) and written here as runs of consecutive positions of one image: contiguous copies.
+template <typename S>
+void flush_staged(const Problem<S>& q, int64_t nr, const int64_t* ms, const int64_t* ps, int64_t d0, int64_t cols,
+                  const S* stage) {
+  const int64_t width = std::min(cols, q.D - d0);
+  for (int64_t j0 = 0, j1; j0 < nr; j0 = j1) {
+    for (j1 = j0 + 1; j1 < nr && ms[j1] == ms[j0] && ps[j1] == ps[j0] + (j1 - j0);) ++j1;
+    S* dst = q.out + (ms[j0] * q.D + d0) * q.P + ps[j0];
+    for (int64_t c = 0; c < width; ++c) std::copy(stage + c * kRows + j0, stage + c * kRows + j1, dst + c * q.P);
   }
 }
 
 // Columns [d0, d0 + nv vectors) of the rows in sel: the chunked or whole walk over the weights, or (grouped
 // rows) the whole walk over the table, kVg vectors at a time so that the table's columns stay in L2.
 template <typename S, int kV>
-void tile(const Problem<S>& q, const BlockLists<S>& L, const int64_t* plain, int64_t n_plain, const int64_t* grouped,
-          int64_t n_grouped, const int64_t* ms, const int64_t* ps, int64_t d0, S* acc, S* mem) {
+void tile(const Problem<S>& q, const BlockLists<S>& L, int64_t nr, const int64_t* plain, int64_t n_plain,
+          const int64_t* grouped, int64_t n_grouped, const int64_t* ms, const int64_t* ps, int64_t d0, S* acc, S* mem,
+          S* stage) {
   constexpr int kLanes = 64 / sizeof(S);
-  if (n_plain) tile_rows<S, kV>(q, L, plain, n_plain, ms, ps, d0, acc, mem);
+  if (n_plain) tile_rows<S, kV>(q, L, plain, n_plain, ms, ps, d0, acc, mem, stage);
   if (n_grouped) {
     constexpr int kVg = kV < kGroupedTile ? kV : kGroupedTile;
     constexpr int kRest = kV % kVg;
     for (int v = 0; v + kVg <= kV; v += kVg)
-      tile_rows_whole<S, kVg>(q, q.table, L, grouped, n_grouped, ms, ps, d0 + v * kLanes, acc, mem);
+      tile_rows_whole<S, kVg>(q, q.table, L, grouped, n_grouped, ms, ps, d0 + v * kLanes, acc, mem,
+                              stage ? stage + v * kLanes * kRows : nullptr);
     if constexpr (kRest > 0)
-      tile_rows_whole<S, kRest>(q, q.table, L, grouped, n_grouped, ms, ps, d0 + (kV - kRest) * kLanes, acc, mem);
+      tile_rows_whole<S, kRest>(q, q.table, L, grouped, n_grouped, ms, ps, d0 + (kV - kRest) * kLanes, acc, mem,
+                                stage ? stage + (kV - kRest) * kLanes * kRows : nullptr);
   }
+  if (stage) flush_staged(q, nr, ms, ps, d0, kV * kLanes, stage);
 }
 
 // A block: list the rows' active inputs, then go over the weights one column tile at a time, all rows
 // per tile, so that the tile (K x 64 columns: 240 KiB at K = 936) stays in cache while it is reused.
 template <typename S>
 void block_product(const Problem<S>& q, int64_t nr, const int64_t* ms, const int64_t* ps, BlockLists<S>& L,
-                   S* acc, S* mem) {
+                   S* acc, S* mem, S* stage) {
   constexpr int kLanes = 64 / sizeof(S);
   int64_t plain[kRows], grouped[kRows], n_plain = 0, n_grouped = 0;
   for (int64_t j = 0; j < nr; ++j) {
@@ -457,15 +477,15 @@ void block_product(const Problem<S>& q, int64_t nr, const int64_t* ms, const int
   }
   int64_t d0 = 0;
   for (; d0 + kTile * kLanes <= q.Dp; d0 += kTile * kLanes)
-    tile<S, kTile>(q, L, plain, n_plain, grouped, n_grouped, ms, ps, d0, acc, mem);
+    tile<S, kTile>(q, L, nr, plain, n_plain, grouped, n_grouped, ms, ps, d0, acc, mem, stage);
   const int64_t rest = (q.Dp - d0) / kLanes;  // whole vectors left, fewer than kTile
-  if (rest == 1) tile<S, 1>(q, L, plain, n_plain, grouped, n_grouped, ms, ps, d0, acc, mem);
-  if (rest == 2) tile<S, 2>(q, L, plain, n_plain, grouped, n_grouped, ms, ps, d0, acc, mem);
-  if (rest == 3) tile<S, 3>(q, L, plain, n_plain, grouped, n_grouped, ms, ps, d0, acc, mem);
-  if (rest == 4) tile<S, 4>(q, L, plain, n_plain, grouped, n_grouped, ms, ps, d0, acc, mem);
-  if (rest == 5) tile<S, 5>(q, L, plain, n_plain, grouped, n_grouped, ms, ps, d0, acc, mem);
-  if (rest == 6) tile<S, 6>(q, L, plain, n_plain, grouped, n_grouped, ms, ps, d0, acc, mem);
-  if (rest == 7) tile<S, 7>(q, L, plain, n_plain, grouped, n_grouped, ms, ps, d0, acc, mem);
+  if (rest == 1) tile<S, 1>(q, L, nr, plain, n_plain, grouped, n_grouped, ms, ps, d0, acc, mem, stage);
+  if (rest == 2) tile<S, 2>(q, L, nr, plain, n_plain, grouped, n_grouped, ms, ps, d0, acc, mem, stage);
+  if (rest == 3) tile<S, 3>(q, L, nr, plain, n_plain, grouped, n_grouped, ms, ps, d0, acc, mem, stage);
+  if (rest == 4) tile<S, 4>(q, L, nr, plain, n_plain, grouped, n_grouped, ms, ps, d0, acc, mem, stage);
+  if (rest == 5) tile<S, 5>(q, L, nr, plain, n_plain, grouped, n_grouped, ms, ps, d0, acc, mem, stage);
+  if (rest == 6) tile<S, 6>(q, L, nr, plain, n_plain, grouped, n_grouped, ms, ps, d0, acc, mem, stage);
+  if (rest == 7) tile<S, 7>(q, L, nr, plain, n_plain, grouped, n_grouped, ms, ps, d0, acc, mem, stage);
 }
 
 // The blocks: kRows pixels of one image (planar input) or kRows consecutive rows (token rows). With a
@@ -486,6 +506,9 @@ int spike_matmul(const Problem<S>& q, int n_threads) {
                                                                                  int64_t u0, int64_t u1) {
     BlockLists<S> L(q.K);
     alignas(64) S acc[kGroup * kTile * 64 / sizeof(S)];
+    // The planar output's staging buffer (flush_staged): kRows rows of one column tile.
+    std::vector<S> stage_store(q.planar_out && !q.neuron ? kRows * kTile * 64 / sizeof(S) : 0);
+    S* stage = stage_store.empty() ? nullptr : stage_store.data();
     int64_t ms[kRows], ps[kRows];
     std::vector<S> mem_store(q.neuron ? kRows * q.Dp + 64 / sizeof(S) : 0);
     S* mem = q.neuron ? reinterpret_cast<S*>((reinterpret_cast<uintptr_t>(mem_store.data()) + 63) & ~uintptr_t(63))
@@ -498,7 +521,7 @@ int spike_matmul(const Problem<S>& q, int n_threads) {
           ms[j] = (r0 + j) / q.P, ps[j] = (r0 + j) % q.P;
           list_row<S, I>(q, ms[j], ps[j], L, j);
         }
-        block_product(q, nr, ms, ps, L, acc, mem);
+        block_product(q, nr, ms, ps, L, acc, mem, stage);
         continue;
       }
       const int64_t b = u / per_image, p0 = (u % per_image) * kRows, nr = std::min<int64_t>(kRows, q.P - p0);
@@ -511,7 +534,7 @@ int spike_matmul(const Problem<S>& q, int n_threads) {
         } else {
           for (int64_t j = 0; j < nr; ++j) list_row<S, I>(q, m, p0 + j, L, j);
         }
-        block_product(q, nr, ms, ps, L, acc, mem);
+        block_product(q, nr, ms, ps, L, acc, mem, stage);
       }
     }
   });

@@ -211,7 +211,7 @@ class AxialTokenMixing(nn.Module):
         parts = [part.reshape(T * B, C, H * W) for part in (self._identity(x), x_h, x_w)]
         u = spike_matmul.spike_matmul(
             parts, self.fuse.weight, self.fuse.bias, self._packed, planar_in=True, planar_out=True,
-            col_affine=affines[2], grouped=True,
+            col_affine=affines[2],
         )  # fmt: skip
         return u.view(T, B, C, H, W)
 

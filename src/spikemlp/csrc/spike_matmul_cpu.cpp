@@ -92,17 +92,15 @@ inline int64_t active_inputs(const I* row, int64_t count, int64_t sk, int64_t k0
 #ifdef __AVX512F__
   if constexpr (sizeof(I) == 1) {
     if (sk == 1) {
-      // 64 inputs per load; the set bits of the nonzero mask are the active inputs (spikes written by
-      // the fused neuron are 0/1, so `val` is filled for completeness only where a byte is not 1).
+      // 64 inputs per load; the set bits of the nonzero mask are the active inputs, all 1 (a load with
+      // another nonzero byte goes to the scalar loop below), so their values are filled in one pass.
       for (; k + 64 <= count; k += 64) {
         const __m512i v = _mm512_loadu_si512(row + k);
         uint64_t nz = _mm512_test_epi8_mask(v, v);
-        if (_mm512_mask_cmpneq_epi8_mask(nz, v, _mm512_set1_epi8(1))) break;  // the scalar loop takes it
-        for (; nz; nz &= nz - 1) {
-          const int b = __builtin_ctzll(nz);
-          idx[n] = static_cast<int32_t>(k0 + k + b), val[n] = S(1), ++n;
-        }
+        if (_mm512_mask_cmpneq_epi8_mask(nz, v, _mm512_set1_epi8(1))) break;
+        for (; nz; nz &= nz - 1) idx[n++] = static_cast<int32_t>(k0 + k + __builtin_ctzll(nz));
       }
+      std::fill(val, val + n, S(1));
     }
   }
   if constexpr (sizeof(I) == 4 && sizeof(S) == 4) {

@@ -17,13 +17,18 @@
 // channel), then y = y * row_scale[p] + row_shift[p] (per position, MLP-SPE's per-token BatchNorm).
 // Output: [M, P, D] (rows) or [M, D, P] (planar, NCHW).
 //
+// Inputs may also be 0/1 bytes (uint8), as the fused neuron below writes them.
+//
 // Row inputs: the active inputs of a row are listed (an AVX-512 compress where sk = 1, else branch free),
-// then each tile of up to 64 output columns is accumulated in registers over that list: one load and one
+// then each tile of up to 128 output columns is accumulated in registers over that list: one load and one
 // add per 16 floats per active input, where a dense GEMM does one FMA per 16 per input.
 // Planar inputs: 16 pixels at a time; one vector load per channel gives that channel's spikes for the 16
-// pixels as a bit mask, and each set bit adds the weight row to that pixel's accumulator (in L1).
+// pixels as a bit mask, and the masks are turned into each pixel's list of active inputs.
 // Either way each output sums its terms in the order of k, so the two paths give the same values, and
 // these differ from a GEMM's only by rounding (none when the sums are exact).
+// Grouped sums (optional, see to_groups): dense rows add precomputed sums of up to four weight rows.
+// Neuron (optional, see finish): the outputs charge an LIF neuron over T steps in the epilogue, and only
+// its spikes are stored (bytes or floats): the layer's outputs never reach memory.
 //
 // Depends on the C++ standard library only (spikemlp/_native.py builds it).
 
@@ -193,7 +198,7 @@ inline void finish(const Problem<S>& q, S* acc, int64_t nv, int64_t d0, int64_t 
 }
 
 constexpr int kPix = 16;        // pixels per spike mask (planar input)
-constexpr int kTile = 8;        // vectors per column tile: 64 floats in four AVX-512 registers
+constexpr int kTile = 8;        // vectors per column tile: 128 floats (64 doubles), eight AVX-512 registers
 #ifndef SPIKEMLP_GROUPED_TILE
 #define SPIKEMLP_GROUPED_TILE 8
 #endif
@@ -483,7 +488,7 @@ void tile(const Problem<S>& q, const BlockLists<S>& L, int64_t nr, const int64_t
 }
 
 // A block: list the rows' active inputs, then go over the weights one column tile at a time, all rows
-// per tile, so that the tile (K x 64 columns: 240 KiB at K = 936) stays in cache while it is reused.
+// per tile, so that the tile (K x 128 columns: 468 KiB at K = 936) stays in L2 while it is reused.
 template <typename S>
 void block_product(const Problem<S>& q, int64_t nr, const int64_t* ms, const int64_t* ps, BlockLists<S>& L,
                    S* acc, S* mem, S* stage) {

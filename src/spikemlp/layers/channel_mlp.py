@@ -75,9 +75,11 @@ class ChannelMLP(nn.Module):
     def _spike_driven(self, x: torch.Tensor) -> torch.Tensor | None:
         """The block in inference by the spike kernel (``spike_kernels``), or None where it does not apply.
 
-        fc1 reads the spikes in their NCHW planes (no token-major copy) and writes token rows with
-        norm1 applied on the way out; fc2 reads those rows and writes NCHW planes with norm2 applied
-        (no transpose back). Same values as the layers run one by one, up to float rounding.
+        fc1 reads the spikes in their NCHW planes (no token-major copy), adds grouped weight sums on
+        dense rows, applies norm1 and, unless it is observed or not a plain LIF, runs the hidden neuron
+        in its epilogue, writing only the neuron's spikes as token rows of bytes; fc2 reads those rows
+        and writes NCHW planes with norm2 applied (no transpose back). Same values as the layers run
+        one by one, up to float rounding.
         """
         bypassed = (self.fc1, self.fc2, self.norm1, self.norm2)
         if not (self.spike_kernels and type(self.fc1) is nn.Linear and type(self.fc2) is nn.Linear):

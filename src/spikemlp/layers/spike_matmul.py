@@ -8,6 +8,11 @@ It reads its input where it lies (token rows or NCHW planes, a concatenation as 
 writes either layout, and can apply an inference BatchNorm on the way out (per output channel or per
 position), so the layers around it need no transposes, concatenations or BN passes.
 
+Two options for the layers that feed a neuron: ``grouped`` (dense rows add precomputed sums of up to four
+weight rows: about half the additions at half of the inputs active, for a table four times the weights),
+and ``neuron`` (the LIF layer that follows runs in the kernel's epilogue, and only its spikes are written,
+as bytes, which the next product reads directly: the layer's pre-activations are never stored).
+
 Results differ from PyTorch's dense path only by float rounding (sums in another order); the tests
 compare with float64 products and, on sums that are exact, bit for bit. This is an inference path: no
 autograd, CPU, float32 and float64; ``available(x)`` says whether it applies.

@@ -312,3 +312,26 @@ def test_fused_neuron_refuses_what_it_cannot_run():
         sm.spike_matmul([spikes(2, 8, 5).to(torch.uint8)], w, None, sm.PackedWeight(), True, True)
     with pytest.raises(ValueError, match="pass dtype="):
         sm.spike_matmul([spikes(2, 8, 5)], w, None, sm.PackedWeight(), True, True, dtype=torch.float64)
+
+
+def test_threads_give_the_same_bits():
+    # Blocks split over threads (each with its own membranes for the fused neuron): same results.
+    from spikemlp.neurons import LIF
+
+    g = torch.Generator().manual_seed(16)
+    T, B, K, D, P = 2, 4, 96, 130, 150
+    planes = spikes(T * B, K, P, p=0.4, seed=10)
+    weight, bias = torch.randn(D, K, generator=g), torch.randn(D, generator=g)
+    threads = torch.get_num_threads()
+    got = []
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            packed = sm.PackedWeight()
+            y = sm.spike_matmul([planes], weight, bias, packed, True, True, grouped=True)
+            s = sm.spike_matmul([planes], weight, bias, packed, True, False, grouped=True, neuron=(T, LIF()))
+            got.append((y, s))
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(got[0][0], got[1][0]) and torch.equal(got[0][1], got[1][1])
+    assert 0.05 < got[0][1].float().mean() < 0.8

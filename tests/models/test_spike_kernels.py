@@ -125,6 +125,23 @@ def test_switch_and_timm_argument():
     assert not spikemlp.models.create("mlp_spe_xt_cifar", T=1).spike_kernels  # off by default
 
 
+def test_switching_off_frees_the_packed_weights(kernel_built):
+    model = lively()
+    model.set_spike_kernels(True)
+    with torch.inference_mode():
+        model(torch.randn(2, 3, 32, 32, dtype=torch.float64))
+    mlp = model.stages[0].blocks[0].channel_mix
+    assert mlp._packed[0].wt is not None and mlp._packed[0].table is not None  # fc1: weights and table
+    model.set_spike_kernels(False)
+    packed = [
+        p
+        for m in model.modules()
+        if hasattr(m, "_packed")
+        for p in (m._packed if isinstance(m._packed, tuple) else (m._packed,))
+    ]
+    assert packed and all(p.wt is None and p.table is None for p in packed)
+
+
 def test_unbuildable_kernel_warns_and_runs_dense(monkeypatch):
     from spikemlp._native import NativeLibrary
 

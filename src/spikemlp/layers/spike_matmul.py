@@ -99,6 +99,10 @@ class PackedWeight:
         self._key = None
         self.wt = self.bias = self.table = None
 
+    def release(self) -> None:
+        """Drop the packed copies (they are rebuilt on next use)."""
+        self.__init__()
+
     def __reduce__(self):
         # Copies and pickles start empty: a copy's weights are other tensors (packed on first use),
         # and a pickle carries no weak references or duplicate weights.

@@ -90,9 +90,10 @@ def applies(layers: Sequence[nn.Module], x: torch.Tensor) -> bool:
 
 class PackedWeight:
     """A weight [D, K, ...] transposed to [K, Dp] (Dp: D rounded up to 16, zero columns) and its bias
-    padded to Dp: the kernel's layout. Rebuilt when the weight or bias changes: another tensor (held by
-    weak reference, so a freed one never matches), new storage, or an in-place update (version counter).
-    Copies of a module (deepcopy, pickle) repack for their own weights on first use."""
+    padded to Dp: the kernel's layout; and, once asked for (``grouped``), its table of grouped sums.
+    Rebuilt when the weight or bias changes: another tensor (held by weak reference, so a freed one
+    never matches), new storage, or an in-place update (version counter). Copies of a module
+    (deepcopy, pickle) repack for their own weights on first use."""
 
     def __init__(self) -> None:
         self._refs: tuple = ()

@@ -133,12 +133,7 @@ def test_switching_off_frees_the_packed_weights(kernel_built):
     mlp = model.stages[0].blocks[0].channel_mix
     assert mlp._packed[0].wt is not None and mlp._packed[0].table is not None  # fc1: weights and table
     model.set_spike_kernels(False)
-    packed = [
-        p
-        for m in model.modules()
-        if hasattr(m, "_packed")
-        for p in (m._packed if isinstance(m._packed, tuple) else (m._packed,))
-    ]
+    packed = [p for m in model.modules() if hasattr(m, "_packed") for p in m._packed]
     assert packed and all(p.wt is None and p.table is None for p in packed)
 
 

@@ -28,7 +28,7 @@
 // these differ from a GEMM's only by rounding (none when the sums are exact).
 // Grouped sums (optional, see to_groups): dense rows add precomputed sums of up to four weight rows.
 // Neuron (optional, see finish): the outputs charge an LIF neuron over T steps in the epilogue, and only
-// its spikes are stored (bytes or floats): the layer's outputs never reach memory.
+// its spikes are stored, as bytes: the layer's outputs never reach memory.
 //
 // Depends on the C++ standard library only (spikemlp/_native.py builds it).
 
@@ -41,6 +41,7 @@
 #include <immintrin.h>
 #endif
 
+#include "lif_step.h"
 #include "parallel.h"
 
 namespace {
@@ -53,8 +54,8 @@ constexpr int64_t kRows = 64;  // rows per block: each column tile of the weight
 template <typename S>
 using Vec [[gnu::vector_size(64), gnu::aligned(sizeof(S))]] = S;
 
-// The neuron of the fused epilogue (a LIF or IF layer on the outputs, as csrc/lif_cpu.cpp computes it):
-// charge mode (0 IF, 1 decay input, 2 no decay; spikemlp/neurons/neuron_spec.py), hard or soft reset.
+// The neuron of the fused epilogue (lif_step.h's arithmetic, as the fused LIF kernel's): charge mode
+// (spikemlp::Charge), hard or soft reset.
 struct Neuron {
   int64_t T;  // time steps: image m = t * (M / T) + b
   int mode;
@@ -161,24 +162,17 @@ inline void finish(const Problem<S>& q, S* acc, int64_t nv, int64_t d0, int64_t 
   const int64_t width = std::min<int64_t>(nv * kLanes, q.D - d0);
   if (q.neuron) {
     V* vm = reinterpret_cast<V*>(mem + d0);
-    const V zero{}, one = zero + S(1);
+    const V zero{}, one = zero + S(1), v_reset = zero + q.v_reset, v_th = zero + q.v_th;
+    const auto same = [](V u) { return u; };  // float and double: no rounding to a storage dtype
+    const auto over_tau = [&q](V u) { return q.mul_inv ? u * q.inv_tau : u / q.tau; };
     for (int64_t v = 0; v < nv; ++v) {
       const V x = a[v], vi = vm[v];
-      V h;
-      if (q.neuron->mode == 0) {
-        h = vi + x;
-      } else {
-        const V d = vi - q.v_reset;  // V - V_reset
-        if (q.neuron->mode == 1) {
-          const V c = q.mul_inv ? (x - d) * q.inv_tau : (x - d) / q.tau;
-          h = vi + c;
-        } else {
-          const V c = q.mul_inv ? d * q.inv_tau : d / q.tau;
-          h = (vi - c) + x;
-        }
-      }
-      const V s = (h - q.v_th) >= zero ? one : zero;
-      vm[v] = q.neuron->hard ? h * (one - s) + q.v_reset * s : h - s * q.v_th;
+      const V h = q.neuron->mode == spikemlp::kIF         ? spikemlp::charge<spikemlp::kIF>(vi, x, v_reset, same, over_tau)
+                  : q.neuron->mode == spikemlp::kDecayInput ? spikemlp::charge<spikemlp::kDecayInput>(vi, x, v_reset, same, over_tau)
+                                                          : spikemlp::charge<spikemlp::kNoDecay>(vi, x, v_reset, same, over_tau);
+      const V s = (h - v_th) >= zero ? one : zero;
+      vm[v] = q.neuron->hard ? spikemlp::reset<true>(h, s, one, v_reset, v_th, same)
+                             : spikemlp::reset<false>(h, s, one, v_reset, v_th, same);
       a[v] = s;
     }
     uint8_t* dst = q.spikes + (q.planar_out ? (m * q.D + d0) * q.P + p : (m * q.P + p) * q.D + d0);
@@ -199,10 +193,6 @@ inline void finish(const Problem<S>& q, S* acc, int64_t nv, int64_t d0, int64_t 
 
 constexpr int kPix = 16;        // pixels per spike mask (planar input)
 constexpr int kTile = 8;        // vectors per column tile: 128 floats (64 doubles), eight AVX-512 registers
-#ifndef SPIKEMLP_GROUPED_TILE
-#define SPIKEMLP_GROUPED_TILE 8
-#endif
-constexpr int kGroupedTile = SPIKEMLP_GROUPED_TILE;  // vectors per column tile on the table
 
 // The spikes of channels [0, count) at xb (stride sk) for npix pixels as bit masks; false if a value
 // is neither 0 nor 1.
@@ -466,24 +456,15 @@ void flush_staged(const Problem<S>& q, int64_t nr, const int64_t* ms, const int6
   }
 }
 
-// Columns [d0, d0 + nv vectors) of the rows in sel: the chunked or whole walk over the weights, or (grouped
-// rows) the whole walk over the table, kVg vectors at a time so that the table's columns stay in L2.
+// Columns [d0, d0 + kV vectors) of the block's rows: the chunked or whole walk over the weights (plain
+// rows), the whole walk over the table (grouped rows), then the staged planar outputs.
 template <typename S, int kV>
 void tile(const Problem<S>& q, const BlockLists<S>& L, int64_t nr, const int64_t* plain, int64_t n_plain,
           const int64_t* grouped, int64_t n_grouped, const int64_t* ms, const int64_t* ps, int64_t d0, S* acc, S* mem,
           S* stage) {
   constexpr int kLanes = 64 / sizeof(S);
   if (n_plain) tile_rows<S, kV>(q, L, plain, n_plain, ms, ps, d0, acc, mem, stage);
-  if (n_grouped) {
-    constexpr int kVg = kV < kGroupedTile ? kV : kGroupedTile;
-    constexpr int kRest = kV % kVg;
-    for (int v = 0; v + kVg <= kV; v += kVg)
-      tile_rows_whole<S, kVg>(q, q.table, L, grouped, n_grouped, ms, ps, d0 + v * kLanes, acc, mem,
-                              stage ? stage + v * kLanes * kRows : nullptr);
-    if constexpr (kRest > 0)
-      tile_rows_whole<S, kRest>(q, q.table, L, grouped, n_grouped, ms, ps, d0 + (kV - kRest) * kLanes, acc, mem,
-                                stage ? stage + (kV - kRest) * kLanes * kRows : nullptr);
-  }
+  if (n_grouped) tile_rows_whole<S, kV>(q, q.table, L, grouped, n_grouped, ms, ps, d0, acc, mem, stage);
   if (stage) flush_staged(q, nr, ms, ps, d0, kV * kLanes, stage);
 }
 
@@ -596,8 +577,7 @@ int run(int input_u8, const void* const* base, const int64_t* channels, const in
     // As csrc/lif_cpu.cpp: the constants rounded to S (as PyTorch narrows them), 1 / tau when exact.
     q.tau = static_cast<S>(neuron->tau), q.v_th = static_cast<S>(neuron->v_th);
     q.v_reset = static_cast<S>(neuron->v_reset);
-    int exponent = 0;
-    q.mul_inv = q.tau > S(0) && std::frexp(q.tau, &exponent) == S(0.5);
+    q.mul_inv = spikemlp::exact_reciprocal(q.tau);
     q.inv_tau = S(1) / q.tau;
   } else {
     q.out = static_cast<S*>(out);

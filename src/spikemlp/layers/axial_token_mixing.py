@@ -170,7 +170,7 @@ class AxialTokenMixing(nn.Module):
         self.fuse_bn_lif = True
         # Inference on the CPU by the spike kernel (an option; see _spike_driven).
         self.spike_kernels = False
-        self._packed = spike_matmul.PackedWeight()
+        self._packed = (spike_matmul.PackedWeight(),)  # the fuse convolution's
 
     def _branch(self, xm: torch.Tensor, proj: AxialProjection, bn: nn.Module, lif: nn.Module, T: int):
         """Spikes [T, B, C, H, W] (possibly a strided view) of one axis: projection, BN over the positions
@@ -210,7 +210,7 @@ class AxialTokenMixing(nn.Module):
         x_w = self.lif_w(_folded_map(xm, self.proj_w, affines[1]).unflatten(0, (T, B)))
         parts = [part.reshape(T * B, C, H * W) for part in (self._identity(x), x_h, x_w)]
         u = spike_matmul.spike_matmul(
-            parts, self.fuse.weight, self.fuse.bias, self._packed, planar_in=True, planar_out=True,
+            parts, self.fuse.weight, self.fuse.bias, self._packed[0], planar_in=True, planar_out=True,
             col_affine=affines[2],
         )  # fmt: skip
         return u.view(T, B, C, H, W)

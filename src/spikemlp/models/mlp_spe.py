@@ -290,9 +290,8 @@ class MLPSPE(nn.Module):
             if isinstance(m, (AxialTokenMixing, ChannelMLP)):
                 m.spike_kernels = self.spike_kernels
                 if not enable:
-                    packed = m._packed if isinstance(m._packed, tuple) else (m._packed,)
-                    for p in packed:
-                        p.release()
+                    for packed in m._packed:
+                        packed.release()
 
     @torch.jit.ignore
     def get_classifier(self) -> nn.Module:

@@ -29,6 +29,7 @@
 #include <immintrin.h>
 #endif
 
+#include "lif_step.h"
 #include "parallel.h"
 
 namespace {
@@ -173,29 +174,17 @@ static inline op surrogate_grad(op u, op alpha, op atan_scale) {
   }
 }
 
-// Charge modes: must match spikemlp/neurons/neuron_spec.py.
-enum Charge : int64_t { kIF = 0, kDecayInput = 1, kNoDecay = 2 };
+using spikemlp::exact_reciprocal;
+using spikemlp::kDecayInput;
+using spikemlp::kIF;
+using spikemlp::kNoDecay;
 
-// Reset after a spike, in the reference's order: hard V = H (1 - S) + V_reset S; soft V = H - S V_th.
-// V_reset and V_th arrive already rounded to the storage dtype and S is 0 or 1, so the products are exact.
+// Reset after a spike (spikemlp::reset, lif_step.h) in the storage dtype's rounding.
 template <typename S, bool HARD>
 static inline typename Storage<S>::op reset(typename Storage<S>::op h, typename Storage<S>::op s,
                                             typename Storage<S>::op v_reset, typename Storage<S>::op v_th) {
-  using T = Storage<S>;
-  using op = typename T::op;
-  if constexpr (HARD) {
-    return T::round(h * (op(1) - s) + v_reset * s);
-  } else {
-    return T::round(h - s * v_th);
-  }
-}
-
-// Whether 1/tau is exact (tau a power of two, as the default 2): then q * (1/tau) is the same number as
-// q / tau (both are the correctly rounded q / tau), and the step multiplies instead of dividing.
-template <typename op>
-static inline bool exact_reciprocal(op tau) {
-  int exponent = 0;
-  return tau > op(0) && std::frexp(tau, &exponent) == op(0.5);
+  using op = typename Storage<S>::op;
+  return spikemlp::reset<HARD>(h, s, op(1), v_reset, v_th, [](op u) { return Storage<S>::round(u); });
 }
 
 // One time step of a block of n neurons. The constants come in as plain arguments and the arrays as
@@ -219,20 +208,7 @@ static inline void forward_step(const typename Storage<S>::raw* __restrict xt, t
   for (int64_t i = 0; i < n; ++i) {
     const op xi = St::load(xt[i]);
     const op vi = v[i];
-    op hi;
-    if constexpr (MODE == kIF) {
-      hi = St::round(vi + xi);
-    } else if constexpr (MODE == kDecayInput) {
-      // H = V + (X - (V - V_reset)) / tau
-      const op a = St::round(vi - v_reset);
-      const op c = St::round(over_tau(St::round(xi - a)));
-      hi = St::round(vi + c);
-    } else {
-      // H = V - (V - V_reset) / tau + X
-      const op a = St::round(vi - v_reset);
-      const op c = St::round(over_tau(a));
-      hi = St::round(St::round(vi - c) + xi);
-    }
+    const op hi = spikemlp::charge<MODE>(vi, xi, v_reset, [](op u) { return St::round(u); }, over_tau);
     const op u = St::round(hi - v_th);
     const op s = u >= op(0) ? op(1) : op(0);
     st[i] = St::store(s);

@@ -6,12 +6,13 @@ Configs:
 Implementations (``IMPLEMENTATIONS``): ``spikemlp`` (the library), ``spikemlp-spike`` (the library with its
 spike-driven inference kernels, ``set_spike_kernels``; inference only, since training runs the same code as
 ``spikemlp``), ``spikingjelly`` (the field's construction, benchmarks/baseline_spikingjelly.py) and, on
-request, ``spikemlp-ckpt`` (the library with activation checkpointing). All hold the same weights: the
-spikemlp model is built from one seed, its BatchNorm affine parameters and running statistics are set to
-fixed non-trivial values (so that neurons fire at 10-55%, as in a trained network; at PyTorch's BN
-initialisation almost no neuron fires), and the baseline loads that state dict through the authors' key
-layout. Before timing, a check (skipped with ``--no-check``) runs both on the same images, in eval and in
-training mode, fp32 and fp64, and reports the largest logit difference.
+request, ``spikemlp-ckpt`` (the library with activation checkpointing) and ``spikemlp-keep`` (the library
+with ``memory_saving=False``: activations kept as they are, the other end of the speed/memory trade).
+All hold the same weights: the spikemlp model is built from one seed, its BatchNorm affine parameters and
+running statistics are set to fixed non-trivial values (so that neurons fire at 10-55%, as in a trained
+network; at PyTorch's BN initialisation almost no neuron fires), and the baseline loads that state dict
+through the authors' key layout. Before timing, a check (skipped with ``--no-check``) runs both on the same
+images, in eval and in training mode, fp32 and fp64, and reports the largest logit difference.
 
 For each config and implementation a fresh subprocess measures:
 - forward: ``model.eval()`` under ``torch.inference_mode()``, images [B, 3, H, W] -> logits;
@@ -70,13 +71,17 @@ def set_firing_batch_norm(model: nn.Module) -> None:
                 m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
 
 
-def build_spikemlp(name: str, img_size: int, T: int, num_classes: int) -> nn.Module:
+def build_spikemlp(name: str, img_size: int, T: int, num_classes: int, **kwargs) -> nn.Module:
     import spikemlp
 
     torch.manual_seed(0)
-    model = spikemlp.models.create(name, img_size=img_size, T=T, num_classes=num_classes)
+    model = spikemlp.models.create(name, img_size=img_size, T=T, num_classes=num_classes, **kwargs)
     set_firing_batch_norm(model)
     return model
+
+
+def build_spikemlp_keeping(name: str, img_size: int, T: int, num_classes: int) -> nn.Module:
+    return build_spikemlp(name, img_size, T, num_classes, memory_saving=False)
 
 
 def build_spikemlp_checkpointed(name: str, img_size: int, T: int, num_classes: int) -> nn.Module:
@@ -107,6 +112,7 @@ IMPLEMENTATIONS: dict[str, Callable[[str, int, int, int], nn.Module]] = {
     "spikemlp-spike": build_spikemlp_spike_kernels,
     "spikingjelly": build_spikingjelly,
     "spikemlp-ckpt": build_spikemlp_checkpointed,
+    "spikemlp-keep": build_spikemlp_keeping,
 }
 # Inference-only implementations: their training step would run the same code as another one.
 INFERENCE_ONLY = {"spikemlp-spike"}

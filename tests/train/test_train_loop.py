@@ -228,6 +228,23 @@ def test_gradient_accumulation_equals_the_large_batch(tmp_path):
         torch.testing.assert_close(a[k], b[k], rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.slow  # compiles the tiny model (10-30 s on a CPU)
+def test_compiled_training_equals_eager_and_saves_plain_weights(tmp_path, monkeypatch):
+    base = dict(dtype="float64", opt="sgd", lr=0.1, epochs=1, max_steps_per_epoch=3, eval_every=5)
+    compile_, compiled_modules = torch.compile, []
+    monkeypatch.setattr(torch, "compile", lambda m, **kw: compiled_modules.append(m) or compile_(m, **kw))
+    torch._dynamo.reset()
+    compiled = train(tiny(compile=True, **base), tmp_path / "compiled")
+    assert compiled_modules == [compiled.model]  # once, for the training steps
+    eager = train(tiny(**base), tmp_path / "eager").model
+    a, b = params(compiled.model), params(eager)
+    assert not torch.equal(a["conv.weight"], timm.create_model("train_tiny_snn").conv.weight.double())
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-9, atol=1e-12)
+    weights, _ = ckpt.load_weights(tmp_path / "compiled" / "last")  # no "_orig_mod." prefixes
+    timm.create_model("train_tiny_snn", num_classes=10, T=2, img_size=8).double().load_state_dict(weights)
+
+
 def test_gradient_clipping_bounds_the_update(tmp_path):
     cfg = tiny(
         opt="sgd", momentum=0.0, lr=1.0, clip_grad=0.01, epochs=1, max_steps_per_epoch=1, dtype="float64"

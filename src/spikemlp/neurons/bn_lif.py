@@ -113,6 +113,8 @@ class _ProjectionBatchNormLIF(torch.autograd.Function):
 
 
 def _fusable(x: torch.Tensor, bn: nn.Module, lif: nn.Module) -> bool:
+    if torch.compiler.is_compiling():  # plain ops, which the compiler fuses itself
+        return False
     if not (torch.is_grad_enabled() and type(bn) in _PLAIN_BN and bn.training and bn.affine):
         return False
     if not (isinstance(lif, LIF) and type(lif).forward is LIF.forward):

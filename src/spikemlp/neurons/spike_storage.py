@@ -80,6 +80,8 @@ def is_compacting() -> bool:
 
 def mark_binary(t: torch.Tensor) -> torch.Tensor:
     """Declare ``t`` (contiguous, values 0 and 1) a spike tensor and return it; no-op outside the context."""
+    if torch.compiler.is_compiling():  # no hooks while compiling (see compact_saved_spikes)
+        return t
     stack = _active()
     if stack and torch.is_grad_enabled() and t.is_contiguous():
         stack[-1].mark(t)
@@ -88,8 +90,11 @@ def mark_binary(t: torch.Tensor) -> torch.Tensor:
 
 @contextmanager
 def compact_saved_spikes(enabled: bool = True):
-    """Save marked spike tensors as bool for the backward pass (see the module docs)."""
-    if not enabled or not torch.is_grad_enabled():
+    """Save marked spike tensors as bool for the backward pass (see the module docs).
+
+    Off while torch.compile traces: the compiled graph decides itself what it saves (saved-tensor hooks
+    keyed on storages cannot be traced), so a compiled model trains with its usual memory."""
+    if not enabled or not torch.is_grad_enabled() or torch.compiler.is_compiling():
         yield
         return
     registry = _Registry()

@@ -9,6 +9,7 @@ runs on the reference backend).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -28,7 +29,14 @@ class Surrogate:
         raise NotImplementedError
 
     def spike(self, u: torch.Tensor) -> torch.Tensor:
-        return _SpikeFn.apply(u, self)
+        if dataclasses.is_dataclass(self):
+            # The backward rebuilds the surrogate from its class and field values: torch.compile cannot
+            # trace a backward that reads attributes of an object passed in, but it can trace this.
+            return _SpikeFn.apply(u, type(self), dataclasses.astuple(self))
+        return _SpikeFn.apply(u, self._same, ())
+
+    def _same(self) -> Surrogate:
+        return self
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v}" for k, v in vars(self).items())
@@ -36,16 +44,18 @@ class Surrogate:
 
 
 class _SpikeFn(torch.autograd.Function):
+    """Heaviside(u) forward; backward grad_out * make(*args).grad(u), make(*args) being the surrogate."""
+
     @staticmethod
-    def forward(ctx, u: torch.Tensor, surrogate: Surrogate) -> torch.Tensor:
+    def forward(ctx, u: torch.Tensor, make, args: tuple) -> torch.Tensor:
         ctx.save_for_backward(u)
-        ctx.surrogate = surrogate
+        ctx.make, ctx.args = make, args
         return (u >= 0).to(u.dtype)
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
         (u,) = ctx.saved_tensors
-        return grad_out * ctx.surrogate.grad(u), None
+        return grad_out * ctx.make(*ctx.args).grad(u), None, None
 
 
 @dataclass(repr=False)

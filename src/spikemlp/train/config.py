@@ -36,6 +36,9 @@ class TrainConfig:
     model_kwargs: dict = field(default_factory=dict)  # any other model argument (embed_dim, depths, ...)
     sync_bn: bool = False  # convert BatchNorm to SyncBatchNorm under DDP
     grad_checkpointing: bool = False  # model.set_grad_checkpointing(True): less memory, more compute
+    # torch.compile the training forward and backward (evaluation runs the model as it is). The first step
+    # compiles (minutes on a CPU, counted in time_budget); MLP-SPE then trains faster (BENCHMARKS.md).
+    compile: bool = False
     dtype: str = "float32"  # float32, or float64 for numerical checks
 
     # --- data --------------------------------------------------------------------------------------------

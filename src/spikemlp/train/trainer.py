@@ -340,6 +340,10 @@ def _train(cfg: TrainConfig, run_dir: Path, resume: bool, info: DistInfo) -> Tra
         train_model = DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
+    if cfg.compile:
+        # The training steps only: evaluation and checkpoints use `model` itself (no second compilation
+        # for eval mode, no "_orig_mod." prefixes in the saved weights).
+        train_model = torch.compile(train_model)
     seed_everything(cfg.seed + info.rank)  # per-rank streams for dropout, mixup, augmentation
 
     # ---- optimisation

@@ -7,7 +7,8 @@ Implementations (``IMPLEMENTATIONS``): ``spikemlp`` (the library), ``spikemlp-sp
 spike-driven inference kernels, ``set_spike_kernels``; inference only, since training runs the same code as
 ``spikemlp``), ``spikingjelly`` (the field's construction, benchmarks/baseline_spikingjelly.py) and, on
 request, ``spikemlp-ckpt`` (the library with activation checkpointing) and ``spikemlp-keep`` (the library
-with ``memory_saving=False``: activations kept as they are, the other end of the speed/memory trade).
+with ``memory_saving=False``: activations kept as they are, the other end of the speed/memory trade) and
+``spikemlp-compile`` (training steps through ``torch.compile``; the warm-up step compiles, minutes on a CPU).
 All hold the same weights: the spikemlp model is built from one seed, its BatchNorm affine parameters and
 running statistics are set to fixed non-trivial values (so that neurons fire at 10-55%, as in a trained
 network; at PyTorch's BN initialisation almost no neuron fires), and the baseline loads that state dict
@@ -84,6 +85,23 @@ def build_spikemlp_keeping(name: str, img_size: int, T: int, num_classes: int) -
     return build_spikemlp(name, img_size, T, num_classes, memory_saving=False)
 
 
+class CompiledTraining(nn.Module):
+    """The model's training steps through ``torch.compile`` (as ``spikemlp train`` with ``compile: true``),
+    its evaluation as it is (no second compilation for eval mode)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        object.__setattr__(self, "compiled", torch.compile(model))  # not a second submodule
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.compiled(images) if self.training else self.model(images)
+
+
+def build_spikemlp_compiled(name: str, img_size: int, T: int, num_classes: int) -> nn.Module:
+    return CompiledTraining(build_spikemlp(name, img_size, T, num_classes))
+
+
 def build_spikemlp_checkpointed(name: str, img_size: int, T: int, num_classes: int) -> nn.Module:
     model = build_spikemlp(name, img_size, T, num_classes)
     model.set_grad_checkpointing(True)
@@ -113,6 +131,7 @@ IMPLEMENTATIONS: dict[str, Callable[[str, int, int, int], nn.Module]] = {
     "spikingjelly": build_spikingjelly,
     "spikemlp-ckpt": build_spikemlp_checkpointed,
     "spikemlp-keep": build_spikemlp_keeping,
+    "spikemlp-compile": build_spikemlp_compiled,
 }
 # Inference-only implementations: their training step would run the same code as another one.
 INFERENCE_ONLY = {"spikemlp-spike"}

@@ -10,7 +10,8 @@ apply in the backward.
 
 The fused path runs when it applies: ``bn`` a plain ``nn.BatchNorm1d/2d`` in training mode, ``lif`` an
 :class:`~spikemlp.neurons.LIF` with a fixed tau and no membrane output whose backend resolves to the fused
-C++ kernel, gradients enabled. Otherwise (eval, another neuron, folded BN, GPU) it is ``lif(bn(x))``.
+C++ kernel, gradients enabled. Otherwise (eval, another neuron, folded BN, GPU, and while torch.compile
+traces the model: the compiler fuses the plain ops itself) it is ``lif(bn(x))``.
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ import os
 import resource
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -344,6 +345,10 @@ def _train(cfg: TrainConfig, run_dir: Path, resume: bool, info: DistInfo) -> Tra
         # The training steps only: evaluation and checkpoints use `model` itself (no second compilation
         # for eval mode, no "_orig_mod." prefixes in the saved weights).
         train_model = torch.compile(train_model)
+        if info.enabled:
+            # Compiled 1x1 convolutions give their weight gradients other strides on the size-1 axes (the
+            # same memory layout), which DDP reports on every step as a possible slowdown; it is not one.
+            warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
     seed_everything(cfg.seed + info.rank)  # per-rank streams for dropout, mixup, augmentation
 
     # ---- optimisation

@@ -51,3 +51,15 @@ def test_compiled_training_step_equals_eager(extra):
         torch.testing.assert_close(pc.grad, pe.grad, rtol=1e-9, atol=1e-12, msg=name)
     for (name, be), bc in zip(eager.named_buffers(), compiled.buffers()):
         torch.testing.assert_close(bc, be, rtol=1e-9, atol=1e-12, msg=name)
+
+
+def test_compiled_inference_with_spike_kernels_runs_the_dense_layers():
+    """The spike kernels (opaque to the compiler) step aside while it traces: one graph, dense values."""
+    model, dense = _pair()
+    model.eval().set_spike_kernels(True)
+    dense.eval()
+    x = torch.randn(3, 3, 16, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    torch._dynamo.reset()
+    with torch.no_grad():
+        out = torch.compile(model, fullgraph=True)(x)
+        torch.testing.assert_close(out, dense(x), rtol=1e-9, atol=1e-12)

@@ -62,9 +62,11 @@ def unavailable_reason() -> str | None:
 
 
 def available(x: torch.Tensor) -> bool:
-    """Whether the kernel applies to x: CPU, float32/float64, no gradient wanted, kernel built."""
+    """Whether the kernel applies to x: CPU, float32/float64, no gradient wanted, kernel built, and not
+    while torch.compile traces (the dense layers then run, which the compiler can see through)."""
     return (
-        x.device.type == "cpu"
+        not torch.compiler.is_compiling()
+        and x.device.type == "cpu"
         and x.dtype in _DTYPE_CODES
         and not (torch.is_grad_enabled() and x.requires_grad)
         and unavailable_reason() is None

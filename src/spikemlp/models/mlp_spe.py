@@ -277,11 +277,12 @@ class MLPSPE(nn.Module):
         (``spikemlp.layers.spike_matmul``): each output sums the weights of its active inputs only, so
         the work falls with the firing rate and no weight is multiplied; the channel MLP's hidden neuron
         runs inside its first layer. Applies where no gradient is wanted and no hook observes the layers
-        replaced, on the CPU, in float32/float64 (elsewhere the layers run as usual). Same model: outputs
-        differ from the dense path only by float rounding (sums in another order). Keeps a transposed
-        copy of those weights (about the model's size) and tables of grouped sums (four times the
-        channel MLPs' first weights) while in use; ``set_spike_kernels(False)`` frees them. Warns (once,
-        with the cause) if the kernel cannot be built here: the model then runs its dense layers."""
+        replaced, on the CPU, in float32/float64, outside torch.compile (elsewhere the layers run as
+        usual). Same model: outputs differ from the dense path only by float rounding (sums in another
+        order). Keeps a transposed copy of those weights (about the model's size) and tables of grouped
+        sums (four times the channel MLPs' first weights) while in use; ``set_spike_kernels(False)``
+        frees them. Warns (once, with the cause) if the kernel cannot be built here: the model then runs
+        its dense layers."""
         if enable and (reason := spike_matmul.unavailable_reason()) is not None:
             message = f"spike kernels requested, but {reason}; running the dense layers"
             warnings.warn(message, RuntimeWarning, stacklevel=2)

@@ -80,8 +80,6 @@ def is_compacting() -> bool:
 
 def mark_binary(t: torch.Tensor) -> torch.Tensor:
     """Declare ``t`` (contiguous, values 0 and 1) a spike tensor and return it; no-op outside the context."""
-    if torch.compiler.is_compiling():  # no hooks while compiling (see compact_saved_spikes)
-        return t
     stack = _active()
     if stack and torch.is_grad_enabled() and t.is_contiguous():
         stack[-1].mark(t)

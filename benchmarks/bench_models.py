@@ -33,6 +33,17 @@ Usage: python benchmarks/bench_models.py [--threads 2] [--repeats 3] [--models m
 ``--interleave`` (for a busy machine): the times come from one process per config that runs the
 implementations in turns (a, b, a, b, ...), so both see the same background load; the separate
 processes then measure the memory peaks only.
+
+On a GPU (``--device cuda``): every config at batch 32 (``--batch`` to change it), the baseline on
+SpikingJelly's own choice of CUDA neuron kernel (recorded as ``baseline_neuron_implementation``), TF32 off
+in both (fp32 products, as on the CPU). Times are taken between ``torch.cuda.synchronize()`` calls; the
+memory figures are the CUDA caching allocator's peak of allocated bytes above what the built model and
+the batch hold (``torch.cuda.max_memory_allocated``), in a fresh process per implementation.
+``--largest-batch`` then searches, per config and implementation, the largest training batch that fits in
+GPU memory (one training step per probe: doubling from the timed batch, then bisection to within 1/32;
+``--max-batch`` bounds it). The ``spikemlp-spike`` kernels are CPU-only: on CUDA that implementation runs
+the dense model.
+Usage on a GPU: python benchmarks/bench_models.py --device cuda --repeats 5 [--largest-batch]
 """
 
 from __future__ import annotations
@@ -136,32 +147,35 @@ IMPLEMENTATIONS: dict[str, Callable[[str, int, int, int], nn.Module]] = {
 # Inference-only implementations: their training step would run the same code as another one.
 INFERENCE_ONLY = {"spikemlp-spike"}
 DEFAULT_IMPLS = "spikemlp,spikemlp-spike,spikingjelly"
+GPU_BATCH = 32  # the GPU comparison batch; --batch lowers it where the baseline does not fit
 BASELINE = "spikingjelly"
 
 
-def check_equal_logits(name: str, img_size: int, T: int, batch: int, threads: int) -> dict:
+def check_equal_logits(
+    name: str, img_size: int, T: int, batch: int, threads: int, device: str = "cpu"
+) -> dict:
     """Largest |logit difference| between spikemlp and the baseline, same weights and images."""
     import copy
 
-    torch.set_num_threads(threads)
+    _set_up(threads, device)
     num_classes = 1000 if img_size >= 224 else 10
     ours = build_spikemlp(name, img_size, T, num_classes)
     theirs = build_spikingjelly(name, img_size, T, num_classes)
     images = torch.randn(batch, 3, img_size, img_size, generator=torch.Generator().manual_seed(2))
-    out = {"model": name, "check_batch": batch}
+    out = {"model": name, "check_batch": batch, "device": device}
     for dtype in (torch.float32, torch.float64):
         for mode in ("eval", "train"):
-            a = copy.deepcopy(ours).to(dtype).train(mode == "train")
-            b = copy.deepcopy(theirs).to(dtype).train(mode == "train")
+            a = copy.deepcopy(ours).to(device, dtype).train(mode == "train")
+            b = copy.deepcopy(theirs).to(device, dtype).train(mode == "train")
             with torch.no_grad():
-                la, lb = a(images.to(dtype)), b(images.to(dtype))
+                la, lb = a(images.to(device, dtype)), b(images.to(device, dtype))
             key = f"max_abs_logit_diff_{str(dtype).split('.')[-1]}_{mode}"
             out[key] = (la - lb).abs().max().item()
             out[f"max_abs_logit_{str(dtype).split('.')[-1]}_{mode}"] = la.abs().max().item()
             if mode == "eval":  # the spike-driven inference path against the same baseline logits
                 a.set_spike_kernels(True)
                 with torch.no_grad():
-                    out[f"{key}_spike_kernels"] = (a(images.to(dtype)) - lb).abs().max().item()
+                    out[f"{key}_spike_kernels"] = (a(images.to(device, dtype)) - lb).abs().max().item()
     return out
 
 
@@ -174,25 +188,154 @@ def _max_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def _timed(fn, repeats: int) -> tuple[float, float]:
+def _set_up(threads: int, device: str) -> None:
+    torch.set_num_threads(threads)
+    if device == "cuda":
+        if not torch.cuda.is_available():
+            raise SystemExit("--device cuda: PyTorch sees no CUDA device here; run without --device on a CPU")
+        # fp32 products in both implementations, as on the CPU (cuDNN would use TF32 for convolutions)
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cudnn.benchmark = True
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def _timed(fn, repeats: int, device: str = "cpu") -> tuple[float, float]:
     fn()  # warm-up
+    _sync(device)
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
+        _sync(device)
         times.append(time.perf_counter() - start)
     times.sort()
     return times[0], times[len(times) // 2]
 
 
-def worker(impl: str, name: str, img_size: int, T: int, batch: int, repeats: int, threads: int) -> dict:
-    torch.set_num_threads(threads)
+class PeakMemory:
+    """Peak memory above what is held when it starts (the built model and the batch): the process's maximum
+    resident set size on the CPU, the CUDA caching allocator's peak of allocated bytes on a GPU. The peak
+    is cumulative, as the resident-set maximum is: read after the training steps it covers the forward
+    runs too (a training step needs more)."""
+
+    def __init__(self, device: str) -> None:
+        self.device = device
+        if device == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            self.base = torch.cuda.memory_allocated() / 2**20
+        else:
+            self.base = _rss_mb()
+
+    def peak(self) -> float:
+        if self.device == "cuda":
+            return torch.cuda.max_memory_allocated() / 2**20
+        return _max_rss_mb()
+
+
+def _train_step(
+    model: nn.Module, opt: torch.optim.Optimizer, images: torch.Tensor, labels: torch.Tensor
+) -> None:
+    """The timed training step: forward, cross-entropy, backward, SGD step."""
+    opt.zero_grad(set_to_none=True)
+    nn.functional.cross_entropy(model(images), labels).backward()
+    opt.step()
+
+
+def largest_fitting(fits: Callable[[int], bool], start: int, limit: int) -> tuple[int, bool]:
+    """The largest size n <= ``limit`` with ``fits(n)``, for a ``fits`` that holds up to some size and fails
+    above it: halves from ``start`` until a size fits, doubles until one fails (or ``limit``), then bisects
+    until the failing size is within 1/32 of the fitting one. Returns (size, whether ``limit`` was reached);
+    size 0 if not even 1 fits."""
+    lo, hi = 0, None  # lo fits (0: none known), hi fails
+    n = max(1, min(start, limit))
+    while lo == 0:
+        if fits(n):
+            lo = n
+        elif n == 1:
+            return 0, False
+        else:
+            hi, n = n, n // 2
+    while hi is None:
+        if lo == limit:
+            return lo, True
+        n = min(2 * lo, limit)
+        if fits(n):
+            lo = n
+        else:
+            hi = n
+    while hi - lo > max(1, lo // 32):
+        n = (lo + hi) // 2
+        if fits(n):
+            lo = n
+        else:
+            hi = n
+    return lo, False
+
+
+def largest_batch_worker(impl: str, name: str, img_size: int, T: int, start: int, limit: int) -> dict:
+    """The largest training batch of ``impl`` that fits in this GPU's memory (one training step per probe;
+    CUDA's out-of-memory error marks a batch that does not fit)."""
+    _set_up(1, "cuda")
     num_classes = 1000 if img_size >= 224 else 10
-    model = IMPLEMENTATIONS[impl](name, img_size, T, num_classes)
+    model = IMPLEMENTATIONS[impl](name, img_size, T, num_classes).to("cuda").train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    probes: dict[int, bool] = {}
+
+    def fits(batch: int) -> bool:
+        try:
+            images, labels = _batch(batch, img_size, num_classes, "cuda")
+            _train_step(model, opt, images, labels)
+            torch.cuda.synchronize()
+            probes[batch] = True
+        except torch.cuda.OutOfMemoryError:
+            probes[batch] = False
+        finally:
+            images = labels = None
+            opt.zero_grad(set_to_none=True)
+            torch.cuda.empty_cache()
+        return probes[batch]
+
+    batch, at_limit = largest_fitting(fits, start, limit)
+    return {
+        "impl": impl,
+        "model": name,
+        "largest_train_batch": batch,
+        "at_max_batch": at_limit,
+        "probes": probes,
+        "gpu_memory_mb": torch.cuda.get_device_properties(0).total_memory / 2**20,
+    }
+
+
+def _batch(batch: int, img_size: int, num_classes: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(3)
     images = torch.randn(batch, 3, img_size, img_size, generator=g)
     labels = torch.randint(0, num_classes, (batch,), generator=g)
-    base = _rss_mb()
+    return images.to(device), labels.to(device)
+
+
+def _baseline_neuron(device: str) -> str | None:
+    """The CUDA LIF implementation SpikingJelly picked for itself ("cuda", "triton" or "torch")."""
+    if device != "cuda":
+        return None
+    from spikingjelly.activation_based.functional import neuron_implementation
+
+    return str(neuron_implementation("lif", torch.device("cuda"))["implementation"])
+
+
+def worker(
+    impl: str, name: str, img_size: int, T: int, batch: int, repeats: int, threads: int, device: str = "cpu"
+) -> dict:
+    _set_up(threads, device)
+    num_classes = 1000 if img_size >= 224 else 10
+    model = IMPLEMENTATIONS[impl](name, img_size, T, num_classes).to(device)
+    images, labels = _batch(batch, img_size, num_classes, device)
+    memory = PeakMemory(device)
 
     model.eval()
 
@@ -200,58 +343,61 @@ def worker(impl: str, name: str, img_size: int, T: int, batch: int, repeats: int
         with torch.inference_mode():
             model(images)
 
-    fwd_best, fwd_median = _timed(forward, repeats)
-    peak_forward = _max_rss_mb()
+    fwd_best, fwd_median = _timed(forward, repeats, device)
+    peak_forward = memory.peak()
+    memory_kind = "cuda_allocated" if device == "cuda" else "rss"
     result = {
         "impl": impl,
         "model": name,
         "img_size": img_size,
         "T": T,
         "batch": batch,
+        "device": device,
         "params": sum(p.numel() for p in model.parameters()),
         "forward_s": fwd_best,
         "forward_s_median": fwd_median,
         "forward_images_per_s": batch / fwd_best,
-        "rss_after_build_mb": base,
-        "peak_rss_forward_mb": peak_forward,
-        "peak_forward_over_build_mb": peak_forward - base,
+        f"{memory_kind}_after_build_mb": memory.base,
+        f"peak_{memory_kind}_forward_mb": peak_forward,
+        "peak_forward_over_build_mb": peak_forward - memory.base,
     }
+    if impl == BASELINE and device == "cuda":
+        result["baseline_neuron_implementation"] = _baseline_neuron(device)
     if impl in INFERENCE_ONLY:
         return result
 
     model.train()
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 
-    def train_step():
-        opt.zero_grad(set_to_none=True)
-        loss = nn.functional.cross_entropy(model(images), labels)
-        loss.backward()
-        opt.step()
-
-    step_best, step_median = _timed(train_step, repeats)
-    peak_train = _max_rss_mb()
+    step_best, step_median = _timed(lambda: _train_step(model, opt, images, labels), repeats, device)
+    peak_train = memory.peak()
     return {
         **result,
         "train_step_s": step_best,
         "train_step_s_median": step_median,
         "train_images_per_s": batch / step_best,
-        "peak_rss_train_mb": peak_train,
-        "peak_train_over_build_mb": peak_train - base,
+        f"peak_{memory_kind}_train_mb": peak_train,
+        "peak_train_over_build_mb": peak_train - memory.base,
     }
 
 
 def interleaved_worker(
-    impls: list[str], name: str, img_size: int, T: int, batch: int, repeats: int, threads: int
+    impls: list[str],
+    name: str,
+    img_size: int,
+    T: int,
+    batch: int,
+    repeats: int,
+    threads: int,
+    device: str = "cpu",
 ):
     """Times of all implementations in one process, in turns (a, b, a, b, ...), so that they share the
     background load of a busy machine; no memory figures (one process holds all models)."""
-    torch.set_num_threads(threads)
+    _set_up(threads, device)
     num_classes = 1000 if img_size >= 224 else 10
-    models = {impl: IMPLEMENTATIONS[impl](name, img_size, T, num_classes) for impl in impls}
+    models = {impl: IMPLEMENTATIONS[impl](name, img_size, T, num_classes).to(device) for impl in impls}
     opts = {impl: torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9) for impl, m in models.items()}
-    g = torch.Generator().manual_seed(3)
-    images = torch.randn(batch, 3, img_size, img_size, generator=g)
-    labels = torch.randint(0, num_classes, (batch,), generator=g)
+    images, labels = _batch(batch, img_size, num_classes, device)
 
     def forward(impl):
         model = models[impl].eval()
@@ -259,10 +405,7 @@ def interleaved_worker(
             model(images)
 
     def train_step(impl):
-        model, opt = models[impl].train(), opts[impl]
-        opt.zero_grad(set_to_none=True)
-        nn.functional.cross_entropy(model(images), labels).backward()
-        opt.step()
+        _train_step(models[impl].train(), opts[impl], images, labels)
 
     times: dict[tuple[str, str], list[float]] = {}
     trained = [impl for impl in impls if impl not in INFERENCE_ONLY]
@@ -271,8 +414,10 @@ def interleaved_worker(
             fn(impl)  # warm-up
         for _ in range(repeats):
             for impl in which:
+                _sync(device)
                 start = time.perf_counter()
                 fn(impl)
+                _sync(device)
                 times.setdefault((what, impl), []).append(time.perf_counter() - start)
     out = []
     for impl in impls:
@@ -291,6 +436,21 @@ def _subprocess(args: list[str]) -> dict:
     if out.returncode != 0:
         return {"error": out.stderr.strip().splitlines()[-1:]}
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def largest_batch_ratios(largest: list[dict]) -> list[dict]:
+    """Per config: each implementation's largest training batch over the baseline's."""
+    base = {r["model"]: r for r in largest if r.get("impl") == BASELINE and r.get("largest_train_batch")}
+    return [
+        {
+            "impl": r["impl"],
+            "model": r["model"],
+            "largest_batch_ratio": r["largest_train_batch"] / base[r["model"]]["largest_train_batch"],
+            "at_max_batch": r["at_max_batch"] or base[r["model"]]["at_max_batch"],
+        }
+        for r in largest
+        if r.get("impl") != BASELINE and "largest_train_batch" in r and r["model"] in base
+    ]
 
 
 def ratios(results: list[dict]) -> list[dict]:
@@ -322,6 +482,23 @@ def main() -> None:
     parser.add_argument("--impls", default=DEFAULT_IMPLS, help=f"comma-separated, of {list(IMPLEMENTATIONS)}")
     parser.add_argument("--no-check", action="store_true", help="skip the equal-logits check")
     parser.add_argument("--check-batch", type=int, default=2, help="batch of the equal-logits check")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument(
+        "--batch",
+        type=int,
+        help=f"timed batch for every config (default: each config's on the CPU, {GPU_BATCH} on CUDA)",
+    )
+    parser.add_argument(
+        "--largest-batch",
+        action="store_true",
+        help="with --device cuda: also find the largest training batch each implementation fits on the GPU",
+    )
+    parser.add_argument(
+        "--max-batch", type=int, default=16384, help="upper bound of the --largest-batch search"
+    )
+    parser.add_argument(
+        "--largest-worker", nargs=5, metavar=("IMPL", "MODEL", "IMG", "T", "START"), help=argparse.SUPPRESS
+    )
     parser.add_argument(
         "--worker", nargs=5, metavar=("IMPL", "MODEL", "IMG", "T", "BATCH"), help=argparse.SUPPRESS
     )
@@ -339,32 +516,47 @@ def main() -> None:
     )
     args = parser.parse_args()
 
+    if args.largest_batch and args.device != "cuda":
+        parser.error("--largest-batch searches GPU memory: add --device cuda")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: PyTorch sees no CUDA device here; leave --device out to measure the CPU")
     if args.worker:
         impl, name, img, T, batch = args.worker
-        print(json.dumps(worker(impl, name, int(img), int(T), int(batch), args.repeats, args.threads)))
+        print(
+            json.dumps(
+                worker(impl, name, int(img), int(T), int(batch), args.repeats, args.threads, args.device)
+            )
+        )
+        return
+    if args.largest_worker:
+        impl, name, img, T, start = args.largest_worker
+        print(json.dumps(largest_batch_worker(impl, name, int(img), int(T), int(start), args.max_batch)))
         return
     if args.pair_worker:
         name, img, T, batch = args.pair_worker
         impls = args.impls.split(",")
         print(
             json.dumps(
-                interleaved_worker(impls, name, int(img), int(T), int(batch), args.repeats, args.threads)
+                interleaved_worker(
+                    impls, name, int(img), int(T), int(batch), args.repeats, args.threads, args.device
+                )
             )
         )
         return
     if args.check_worker:
         name, img, T, batch = args.check_worker
-        print(json.dumps(check_equal_logits(name, int(img), int(T), int(batch), args.threads)))
+        print(json.dumps(check_equal_logits(name, int(img), int(T), int(batch), args.threads, args.device)))
         return
 
     wanted = set(args.models.split(","))
     impls = args.impls.split(",")
-    results, checks = [], []
+    results, checks, largest = [], [], []
     load_before = os.getloadavg()[0]
     for name, img, T, batch in CONFIGS:
         if name not in wanted:
             continue
-        common = ["--threads", str(args.threads), "--repeats", str(args.repeats)]
+        batch = args.batch or (GPU_BATCH if args.device == "cuda" else batch)
+        common = ["--threads", str(args.threads), "--repeats", str(args.repeats), "--device", args.device]
         if not args.no_check and BASELINE in impls:
             checks.append(
                 _subprocess(common + ["--check-worker", name, str(img), str(T), str(args.check_batch)])
@@ -382,6 +574,8 @@ def main() -> None:
                 str(args.threads),
                 "--repeats",
                 "1" if args.interleave else str(args.repeats),
+                "--device",
+                args.device,
             ]
             r = _subprocess(worker_args + ["--worker", impl, name, str(img), str(T), str(batch)])
             if "error" in r:
@@ -389,9 +583,24 @@ def main() -> None:
             elif impl in timed:  # speed from the interleaved run, memory from this process
                 r.update(timed[impl], timing="interleaved")
             results.append(r)
+            if args.largest_batch and impl not in INFERENCE_ONLY:
+                r = _subprocess(
+                    [
+                        "--max-batch",
+                        str(args.max_batch),
+                        "--largest-worker",
+                        impl,
+                        name,
+                        str(img),
+                        str(T),
+                        str(batch),
+                    ]
+                )
+                largest.append(r if "error" not in r else {"impl": impl, "model": name, **r})
     report = {
         "benchmark": "models",
         "machine": f"{platform.machine()} {os.cpu_count()}-core CPU, {platform.system()}",
+        "device": torch.cuda.get_device_name(0) if args.device == "cuda" else "cpu",
         "torch": torch.__version__,
         "threads": args.threads,
         "repeats": args.repeats,
@@ -402,6 +611,9 @@ def main() -> None:
         "results": results,
         "ratios": ratios(results),
     }
+    if args.largest_batch:
+        report["largest_train_batch"] = largest
+        report["largest_batch_ratios"] = largest_batch_ratios(largest)
     print(json.dumps(report, indent=2))
     summary = "; ".join(
         f"{r['impl']}/{r['model']} B{r['batch']} T{r['T']}: fwd {r['forward_s']:.2f}s"
@@ -421,6 +633,10 @@ def main() -> None:
             else ""
         )
         print(f"{r['impl']} / {BASELINE}, {r['model']}: {training}inference {r['inference_speedup']:.2f}x")
+    for r in report.get("largest_batch_ratios", []):
+        print(
+            f"{r['impl']} / {BASELINE}, {r['model']}: largest training batch {r['largest_batch_ratio']:.2f}x"
+        )
 
 
 if __name__ == "__main__":

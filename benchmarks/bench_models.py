@@ -238,7 +238,7 @@ class PeakMemory:
         return _max_rss_mb()
 
 
-def _train_step(
+def train_step(
     model: nn.Module, opt: torch.optim.Optimizer, images: torch.Tensor, labels: torch.Tensor
 ) -> None:
     """The timed training step: forward, cross-entropy, backward, SGD step."""
@@ -289,8 +289,8 @@ def largest_batch_worker(impl: str, name: str, img_size: int, T: int, start: int
 
     def fits(batch: int) -> bool:
         try:
-            images, labels = _batch(batch, img_size, num_classes, "cuda")
-            _train_step(model, opt, images, labels)
+            images, labels = make_batch(batch, img_size, num_classes, "cuda")
+            train_step(model, opt, images, labels)
             torch.cuda.synchronize()
             probes[batch] = True
         except torch.cuda.OutOfMemoryError:
@@ -312,7 +312,7 @@ def largest_batch_worker(impl: str, name: str, img_size: int, T: int, start: int
     }
 
 
-def _batch(batch: int, img_size: int, num_classes: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+def make_batch(batch: int, img_size: int, num_classes: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(3)
     images = torch.randn(batch, 3, img_size, img_size, generator=g)
     labels = torch.randint(0, num_classes, (batch,), generator=g)
@@ -334,7 +334,7 @@ def worker(
     _set_up(threads, device)
     num_classes = 1000 if img_size >= 224 else 10
     model = IMPLEMENTATIONS[impl](name, img_size, T, num_classes).to(device)
-    images, labels = _batch(batch, img_size, num_classes, device)
+    images, labels = make_batch(batch, img_size, num_classes, device)
     memory = PeakMemory(device)
 
     model.eval()
@@ -369,7 +369,7 @@ def worker(
     model.train()
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 
-    step_best, step_median = _timed(lambda: _train_step(model, opt, images, labels), repeats, device)
+    step_best, step_median = _timed(lambda: train_step(model, opt, images, labels), repeats, device)
     peak_train = memory.peak()
     return {
         **result,
@@ -397,19 +397,19 @@ def interleaved_worker(
     num_classes = 1000 if img_size >= 224 else 10
     models = {impl: IMPLEMENTATIONS[impl](name, img_size, T, num_classes).to(device) for impl in impls}
     opts = {impl: torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9) for impl, m in models.items()}
-    images, labels = _batch(batch, img_size, num_classes, device)
+    images, labels = make_batch(batch, img_size, num_classes, device)
 
     def forward(impl):
         model = models[impl].eval()
         with torch.inference_mode():
             model(images)
 
-    def train_step(impl):
-        _train_step(models[impl].train(), opts[impl], images, labels)
+    def train(impl):
+        train_step(models[impl].train(), opts[impl], images, labels)
 
     times: dict[tuple[str, str], list[float]] = {}
     trained = [impl for impl in impls if impl not in INFERENCE_ONLY]
-    for what, fn, which in (("forward", forward, impls), ("train", train_step, trained)):
+    for what, fn, which in (("forward", forward, impls), ("train", train, trained)):
         for impl in which:
             fn(impl)  # warm-up
         for _ in range(repeats):

@@ -8,7 +8,8 @@ spike-driven inference kernels, ``set_spike_kernels``; inference only, since tra
 ``spikemlp``), ``spikingjelly`` (the field's construction, benchmarks/baseline_spikingjelly.py) and, on
 request, ``spikemlp-ckpt`` (the library with activation checkpointing) and ``spikemlp-keep`` (the library
 with ``memory_saving=False``: activations kept as they are, the other end of the speed/memory trade) and
-``spikemlp-compile`` (training steps through ``torch.compile``; the warm-up step compiles, minutes on a CPU).
+``spikemlp-compile`` (training steps through ``torch.compile``; the warm-up step compiles, minutes on a CPU)
+and ``spikemlp-graphs`` (the same with ``mode="reduce-overhead"``: CUDA graphs on a GPU).
 All hold the same weights: the spikemlp model is built from one seed, its BatchNorm affine parameters and
 running statistics are set to fixed non-trivial values (so that neurons fire at 10-55%, as in a trained
 network; at PyTorch's BN initialisation almost no neuron fires), and the baseline loads that state dict
@@ -100,10 +101,10 @@ class CompiledTraining(nn.Module):
     """The model's training steps through ``torch.compile`` (as ``spikemlp train`` with ``compile: true``),
     its evaluation as it is (no second compilation for eval mode)."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, mode: str | None = None) -> None:
         super().__init__()
         self.model = model
-        object.__setattr__(self, "compiled", torch.compile(model))  # not a second submodule
+        object.__setattr__(self, "compiled", torch.compile(model, mode=mode))  # not a second submodule
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.compiled(images) if self.training else self.model(images)
@@ -111,6 +112,12 @@ class CompiledTraining(nn.Module):
 
 def build_spikemlp_compiled(name: str, img_size: int, T: int, num_classes: int) -> nn.Module:
     return CompiledTraining(build_spikemlp(name, img_size, T, num_classes))
+
+
+def build_spikemlp_graphed(name: str, img_size: int, T: int, num_classes: int) -> nn.Module:
+    """Training steps compiled with ``mode="reduce-overhead"``: on CUDA, Inductor's kernels replayed as CUDA
+    graphs (no per-kernel launch cost); on a CPU the same as ``spikemlp-compile``."""
+    return CompiledTraining(build_spikemlp(name, img_size, T, num_classes), mode="reduce-overhead")
 
 
 def build_spikemlp_checkpointed(name: str, img_size: int, T: int, num_classes: int) -> nn.Module:
@@ -143,6 +150,7 @@ IMPLEMENTATIONS: dict[str, Callable[[str, int, int, int], nn.Module]] = {
     "spikemlp-ckpt": build_spikemlp_checkpointed,
     "spikemlp-keep": build_spikemlp_keeping,
     "spikemlp-compile": build_spikemlp_compiled,
+    "spikemlp-graphs": build_spikemlp_graphed,
 }
 # Inference-only implementations: their training step would run the same code as another one.
 INFERENCE_ONLY = {"spikemlp-spike"}
@@ -278,9 +286,14 @@ def largest_fitting(fits: Callable[[int], bool], start: int, limit: int) -> tupl
     return lo, False
 
 
+def _out_of_memory(error: RuntimeError) -> bool:
+    text = str(error)
+    return isinstance(error, torch.cuda.OutOfMemoryError) or "out of memory" in text or "ALLOC_FAILED" in text
+
+
 def largest_batch_worker(impl: str, name: str, img_size: int, T: int, start: int, limit: int) -> dict:
     """The largest training batch of ``impl`` that fits in this GPU's memory (one training step per probe;
-    CUDA's out-of-memory error marks a batch that does not fit)."""
+    an out-of-memory error marks a batch that does not fit; any other error ends the search)."""
     _set_up(1, "cuda")
     num_classes = 1000 if img_size >= 224 else 10
     model = IMPLEMENTATIONS[impl](name, img_size, T, num_classes).to("cuda").train()
@@ -293,7 +306,9 @@ def largest_batch_worker(impl: str, name: str, img_size: int, T: int, start: int
             train_step(model, opt, images, labels)
             torch.cuda.synchronize()
             probes[batch] = True
-        except torch.cuda.OutOfMemoryError:
+        except RuntimeError as error:  # torch.cuda.OutOfMemoryError, or cuDNN's failed workspace allocation
+            if not _out_of_memory(error):
+                raise
             probes[batch] = False
         finally:
             images = labels = None

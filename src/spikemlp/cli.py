@@ -10,6 +10,10 @@ import argparse
 import importlib
 import sys
 
+from .errors import UserError
+
+__all__ = ["COMMAND_MODULES", "UserError", "build_parser", "main"]
+
 COMMAND_MODULES = [
     "spikemlp.models.commands",
     "spikemlp.convert.commands",
@@ -18,10 +22,6 @@ COMMAND_MODULES = [
     "spikemlp.export.commands",
     "spikemlp.analysis.commands",
 ]
-
-
-class UserError(Exception):
-    """An error the user can act on: printed as one line, without a traceback."""
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import tempfile
 from pathlib import Path
 
+from .._files import atomic_write_text
 from .energy import EnergyModel
 from .recording import ActivityRecorder
 
@@ -154,25 +153,9 @@ def build_report(
     }
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private; reports get the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def write_json(report: dict, path: str | Path) -> Path:
     path = Path(path)
-    _atomic_write(path, json.dumps(report, indent=2, default=_json_default) + "\n")
+    atomic_write_text(path, json.dumps(report, indent=2, default=_json_default) + "\n")
     return path
 
 
@@ -307,7 +290,7 @@ def render_markdown(report: dict) -> str:
 
 def write_markdown(report: dict, path: str | Path) -> Path:
     path = Path(path)
-    _atomic_write(path, render_markdown(report))
+    atomic_write_text(path, render_markdown(report))
     return path
 
 

@@ -13,17 +13,17 @@ from __future__ import annotations
 import argparse
 import os
 import pickle
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 
+from .._files import atomic_write
 from . import FORMATS, get_format
 
 
 def _user_error(message: str) -> Exception:
-    from ..cli import UserError
+    from ..errors import UserError
 
     return UserError(message)
 
@@ -70,21 +70,6 @@ def _find_state_dict(obj, path: Path) -> dict[str, torch.Tensor]:
     return dict(obj)
 
 
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private; the output gets the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_state_dict(sd: Mapping[str, torch.Tensor], path: str | os.PathLike) -> None:
     """Write a state dict as .safetensors (or a PyTorch .pth for any other suffix), atomically."""
     path = Path(path)
@@ -93,9 +78,9 @@ def save_state_dict(sd: Mapping[str, torch.Tensor], path: str | os.PathLike) -> 
     if path.suffix == ".safetensors":
         from safetensors.torch import save_file
 
-        _atomic_write(path, lambda tmp: save_file(tensors, tmp))
+        atomic_write(path, lambda tmp: save_file(tensors, tmp))
     else:
-        _atomic_write(path, lambda tmp: torch.save(tensors, tmp))
+        atomic_write(path, lambda tmp: torch.save(tensors, tmp))
 
 
 def run(args: argparse.Namespace) -> int:

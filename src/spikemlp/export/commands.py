@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from ..cli import UserError
+from ..errors import UserError
 
 _TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
 

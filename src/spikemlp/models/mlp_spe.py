@@ -43,6 +43,7 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from ..data.info import DATASET_INFO
 from ..layers import (
     AxialTokenMixing,
     ChannelMLP,
@@ -57,8 +58,8 @@ from ..neurons.spike_storage import compact_saved_spikes
 
 __all__ = ["MLPSPE", "MLPSPEBlock", "MLPSPEStage"]
 
-CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR_STD = (0.2470, 0.2435, 0.2616)
+CIFAR_MEAN = DATASET_INFO["cifar10"].mean
+CIFAR_STD = DATASET_INFO["cifar10"].std
 
 
 class MLPSPEBlock(nn.Module):

@@ -28,6 +28,7 @@ from timm.layers import DropPath, Mlp, trunc_normal_
 from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
 from torch import nn
 
+from ..data.info import DATASET_INFO
 from ..layers.group_lif_mixing import GroupLIFTokenMixing, group_norm1
 
 __all__ = [
@@ -503,8 +504,8 @@ _CIFAR10 = dict(
     pool_size=(2, 2),
     crop_pct=1.0,
     interpolation="bilinear",
-    mean=(0.4914, 0.4822, 0.4465),  # CIFAR-10 training-set statistics (spikemlp.data DATASET_INFO)
-    std=(0.2470, 0.2435, 0.2616),
+    mean=DATASET_INFO["cifar10"].mean,
+    std=DATASET_INFO["cifar10"].std,
 )
 
 default_cfgs = generate_default_cfgs(

@@ -138,11 +138,12 @@ def test_switching_off_frees_the_packed_weights(kernel_built):
 
 
 def test_unbuildable_kernel_warns_and_runs_dense(monkeypatch):
-    from spikemlp._native import NativeLibrary
+    from spikemlp.ops import spike_matmul as spike_matmul_op
+    from spikemlp.ops._build import NativeLibrary
 
-    broken = NativeLibrary(spike_matmul._LIBRARY.source, lambda lib: None)
+    broken = NativeLibrary(spike_matmul_op._LIBRARY.source, lambda lib: None)
     broken._error = "the C++ kernel spike_matmul_cpu.cpp could not be built: boom"
-    monkeypatch.setattr(spike_matmul, "_LIBRARY", broken)
+    monkeypatch.setattr(spike_matmul_op, "_LIBRARY", broken)
     model = lively()
     with pytest.warns(RuntimeWarning, match="spike kernels requested, but .* could not be built: boom"):
         model.set_spike_kernels(True)

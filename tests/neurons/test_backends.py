@@ -16,10 +16,12 @@ import warnings
 import pytest
 import torch
 
-from spikemlp._native import NativeLibrary
 from spikemlp.neurons import IF, LIF, backends, fused_cpu
 from spikemlp.neurons import surrogate as sg
 from spikemlp.neurons.neuron_spec import NeuronSpec
+from spikemlp.ops import lif as lif_ops
+from spikemlp.ops import select
+from spikemlp.ops._build import NativeLibrary
 
 # (kwargs for LIF) covering every charge mode, reset mode, detach setting and a non-trivial tau/threshold.
 CONFIGS = [
@@ -168,11 +170,11 @@ def test_auto_uses_the_fused_kernel_on_cpu(cpp_ready):
     assert backends.select_backend("auto", x.to(torch.bfloat16), spec) == "cpp"
 
 
-def test_auto_leaves_fusion_to_torch_compile(monkeypatch):
-    # While torch.compile traces, the reference loop is what it can see through and fuse.
+def test_auto_keeps_the_kernel_under_torch_compile(monkeypatch, cpp_ready):
+    # While torch.compile traces, the LIF operator is one node of the graph: auto still picks it.
     monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
     spec = NeuronSpec(1, 1.0, 0.0, True, sg.Sigmoid())
-    assert backends.select_backend("auto", random_input(torch.float32), spec) == "reference"
+    assert backends.select_backend("auto", random_input(torch.float32), spec) == "cpp"
 
 
 class CustomSurrogate(sg.Sigmoid):
@@ -184,7 +186,7 @@ class CustomSurrogate(sg.Sigmoid):
 
 @pytest.fixture
 def fresh_warnings(monkeypatch):
-    monkeypatch.setattr(backends, "_warned", set())
+    monkeypatch.setattr(select, "_warned", set())
 
 
 def test_custom_surrogate_falls_back_with_one_warning(fresh_warnings):
@@ -203,9 +205,9 @@ def test_custom_surrogate_falls_back_with_one_warning(fresh_warnings):
 
 
 def test_unbuildable_kernel_falls_back_with_one_warning(fresh_warnings, monkeypatch):
-    broken = NativeLibrary(fused_cpu._LIBRARY.source, lambda lib: None)
+    broken = NativeLibrary(lif_ops._LIBRARY.source, lambda lib: None)
     broken._error = "the C++ kernel could not be built: boom"
-    monkeypatch.setattr(fused_cpu, "_LIBRARY", broken)
+    monkeypatch.setattr(lif_ops, "_LIBRARY", broken)
     x = random_input(torch.float32)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -224,7 +226,7 @@ def test_missing_compiler_is_reported(tmp_path, monkeypatch):
     # No compiler and an empty cache: the cause names the compiler it looked for.
     monkeypatch.setenv("CXX", "no-such-compiler-xyz")
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
-    monkeypatch.setattr(fused_cpu, "_LIBRARY", NativeLibrary(fused_cpu._LIBRARY.source, lambda lib: None))
+    monkeypatch.setattr(lif_ops, "_LIBRARY", NativeLibrary(lif_ops._LIBRARY.source, lambda lib: None))
     reason = fused_cpu.unavailable_reason()
     assert reason is not None and "no C++ compiler: 'no-such-compiler-xyz' is not on PATH" in reason
     assert list(tmp_path.iterdir()) == []

@@ -1,7 +1,8 @@
 """Spike-driven products for inference on the CPU: Linear and 1x1 convolution that skip zero inputs.
 
 Every synaptic layer of MLP-SPE after the stem sees spikes, most of them 0. ``spike_matmul`` computes
-what a Linear or a 1x1 convolution computes, with a C++ kernel (csrc/spike_matmul_cpu.cpp) that adds,
+what a Linear or a 1x1 convolution computes, with the operator ``spikemlp::spike_matmul`` (``spikemlp.ops``;
+a C++ kernel, ops/csrc/spike_matmul_cpu.cpp) that adds,
 for each output, the weight rows of its active inputs only: the work falls with the firing rate, and on
 0/1 inputs no weight is multiplied. Non-binary inputs are still computed correctly (value x weight row).
 It reads its input where it lies (token rows or NCHW planes, a concatenation as its separate parts),
@@ -16,23 +17,27 @@ as bytes, which the next product reads directly: the layer's pre-activations are
 Results differ from PyTorch's dense path only by float rounding (sums in another order); the tests
 compare with float64 products and, on sums that are exact, bit for bit. This is an inference path: no
 autograd, CPU, float32 and float64; ``available(x)`` says whether it applies.
+
+Packed weights: in eager mode a :class:`PackedWeight` keeps each layer's packed copy between calls. While
+torch.compile traces, the packing is written as plain tensor ops in the graph instead (:func:`pack`;
+a cache keyed on storage addresses cannot be traced), so the product traces with ``fullgraph=True``;
+the packing is small next to the product (a copy of the weights, four for the grouped table).
 """
 
 from __future__ import annotations
 
-import ctypes
 import weakref
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._native import NativeLibrary, data_ptr
 from ..neurons.bn_lif import lif_spec, observed
 from ..neurons.lif import LIF
 from ..neurons.neuron_spec import NeuronSpec
+from ..ops import select
+from ..ops import spike_matmul as _op
 from .batch_norm_fold import inference_affine
 
 __all__ = [
@@ -40,37 +45,19 @@ __all__ = [
     "spike_conv1x1", "spike_linear", "spike_matmul", "unavailable_reason",
 ]  # fmt: skip
 
-_DTYPE_CODES = {torch.float32: 0, torch.float64: 1}
-_MAX_SEGMENTS = 3
-
-
-def _declare(lib: ctypes.CDLL) -> None:
-    i64, ptr, i32, f64 = ctypes.c_int64, ctypes.c_void_p, ctypes.c_int, ctypes.c_double
-    lib.spikemlp_spike_matmul.restype = i32
-    lib.spikemlp_spike_matmul.argtypes = [
-        i32, i32, ptr, ptr, ptr, ptr, i32, i64, i64, i64, ptr, ptr, ptr, i64, i64, ptr, ptr, ptr, ptr, ptr,
-        i32, i64, i32, i32, f64, f64, f64, i32,
-    ]  # fmt: skip
-
-
-_LIBRARY = NativeLibrary(Path(__file__).parents[1] / "csrc" / "spike_matmul_cpu.cpp", _declare)
+_DTYPE_CODES = _op.DTYPE_CODES
+_MAX_SEGMENTS = _op.MAX_SEGMENTS
 
 
 def unavailable_reason() -> str | None:
     """None if the kernel is ready (built on first call), else why not."""
-    return _LIBRARY.unavailable_reason()
+    return select.spike_matmul_unavailable_reason()
 
 
 def available(x: torch.Tensor) -> bool:
-    """Whether the kernel applies to x: CPU, float32/float64, no gradient wanted, kernel built, and not
-    while torch.compile traces (the dense layers then run, which the compiler can see through)."""
-    return (
-        not torch.compiler.is_compiling()
-        and x.device.type == "cpu"
-        and x.dtype in _DTYPE_CODES
-        and not (torch.is_grad_enabled() and x.requires_grad)
-        and unavailable_reason() is None
-    )
+    """Whether the kernel applies to x: CPU, float32/float64, no gradient wanted, kernel built
+    (``spikemlp.ops.select``). Also while torch.compile traces: the operator is one node of the graph."""
+    return not (torch.is_grad_enabled() and x.requires_grad) and select.spike_matmul_ready(x)
 
 
 def fused_neuron(layer: nn.Module) -> NeuronSpec | None:
@@ -125,16 +112,22 @@ class PackedWeight:
             and (bias is None if self._refs[1] is None else self._refs[1]() is bias)
         )
         if not same or key != self._key:
-            D = weight.shape[0]
             with torch.no_grad():
-                self.wt = _pad_columns(weight.detach().reshape(D, -1).t().to(dtype))
-                self.bias = None if bias is None else _pad_columns(bias.detach().to(dtype))
+                self.wt, self.bias, _ = pack(weight, bias, dtype)
             self.table = None
             self._refs = (weakref.ref(weight), None if bias is None else weakref.ref(bias))
             self._key = key
         if grouped and self.table is None:
             self.table = grouped_sums(self.wt)
         return self
+
+
+def pack(weight: torch.Tensor, bias: torch.Tensor | None, dtype: torch.dtype, grouped: bool = False):
+    """(wt [K, Dp], bias [Dp] or None, grouped sums or None): the kernel's layout of a weight [D, K, ...]
+    and its bias, as plain tensor ops (what :class:`PackedWeight` caches; traced as is by torch.compile)."""
+    wt = _pad_columns(weight.detach().reshape(weight.shape[0], -1).t().to(dtype))
+    padded = None if bias is None else _pad_columns(bias.detach().to(dtype))
+    return wt, padded, (grouped_sums(wt) if grouped else None)
 
 
 def grouped_sums(wt: torch.Tensor) -> torch.Tensor:
@@ -183,6 +176,34 @@ def spike_matmul(
     stored. Segments may be uint8 spikes (such as those); ``dtype`` then gives the weights' and sums'
     dtype (otherwise the segments').
     """
+    first, dtype = _check_segments(segments, planar_in, dtype)
+    D, K = weight.shape[0], weight[0].numel()
+    channels = sum(s.shape[1 if planar_in else 2] for s in segments)
+    if weight.device.type != "cpu" or (bias is not None and bias.device.type != "cpu"):
+        raise ValueError(f"spike_matmul runs on the CPU; the weight is on {weight.device}")
+    if channels != K:
+        raise ValueError(f"spike_matmul: the input has {channels} channels, the weight expects {K}")
+    P = first.shape[2 if planar_in else 1]
+    for name, affine, n in (("col_affine", col_affine, D), ("row_affine", row_affine, P)):
+        if affine is not None and any(t.shape != (n,) for t in affine):
+            raise ValueError(f"spike_matmul: {name} must be two tensors [{n}], got "
+                             f"{[tuple(t.shape) for t in affine]}")  # fmt: skip
+    if torch.compiler.is_compiling():
+        wt, padded_bias, table = pack(weight, bias, dtype, grouped)
+    else:
+        packed = packed.get(weight, bias, dtype, grouped)
+        wt, padded_bias, table = packed.wt, packed.bias, packed.table if grouped else None
+    col = (None, None) if col_affine is None else [_pad_columns(t.to(dtype)) for t in col_affine]
+    row = (None, None) if row_affine is None else [t.to(dtype).contiguous() for t in row_affine]
+    T, mode, hard, tau, v_th, v_reset = _neuron_numbers(neuron, first.shape[0])
+    return torch.ops.spikemlp.spike_matmul(
+        list(segments), wt, table, padded_bias, *col, *row, D, planar_in, planar_out, dtype, T, mode, hard,
+        tau, v_th, v_reset,
+    )  # fmt: skip
+
+
+def _check_segments(segments, planar_in: bool, dtype):
+    """The first segment and the compute dtype, after checking the segments' count, device, dtype, shape."""
     if not 1 <= len(segments) <= _MAX_SEGMENTS:
         raise ValueError(f"spike_matmul takes 1 to {_MAX_SEGMENTS} input segments, got {len(segments)}")
     first = segments[0]
@@ -194,52 +215,26 @@ def spike_matmul(
             f"{first.dtype} inputs and dtype {dtype}; pass dtype= (float32 or float64) with uint8 spikes"
         )
     M, P = first.shape[0], first.shape[2 if planar_in else 1]
-    channel_dim = 1 if planar_in else 2
-    inner = (2, 1) if planar_in else (1, 2)  # (position, channel) dims
+    position = 2 if planar_in else 1
     for s in segments:
-        if s.dim() != 3 or s.shape[0] != M or s.shape[inner[0]] != P or s.dtype != first.dtype:
+        if s.device.type != "cpu":
+            raise ValueError(f"spike_matmul runs on the CPU; a segment is on {s.device}")
+        if s.dim() != 3 or s.shape[0] != M or s.shape[position] != P or s.dtype != first.dtype:
             raise ValueError(f"spike_matmul segments must share M={M}, P={P} and dtype; got {tuple(s.shape)}")
-    segs = list(segments)
-    # The segments share their channel stride, and their last dim is dense (positions of a plane,
-    # channels of a row); otherwise all are made contiguous (planes: channel stride P; rows: 1).
-    channel_strides = {s.stride(inner[1]) for s in segs}
-    if len(channel_strides) > 1 or any(s.stride(2) != 1 for s in segs):
-        segs = [s.contiguous() for s in segs]
-    channels = [s.shape[channel_dim] for s in segs]
-    D = weight.shape[0]
-    if weight[0].numel() != sum(channels):
-        raise ValueError(f"spike_matmul: the input has {sum(channels)} channels, the weight expects "
-                         f"{weight[0].numel()}")  # fmt: skip
-    packed = packed.get(weight, bias, dtype, grouped)
-    sk = segs[0].stride(inner[1])
-    col = None if col_affine is None else [_pad_columns(t.to(dtype)) for t in col_affine]
-    row = None if row_affine is None else [t.to(dtype).contiguous() for t in row_affine]
-    shape = (M, D, P) if planar_out else (M, P, D)
-    out = torch.empty(shape, dtype=dtype if neuron is None else torch.uint8)
-    T, mode, hard, tau, v_th, v_reset = 0, 0, 0, 0.0, 0.0, 0.0
-    if neuron is not None:
-        T, layer = neuron
-        spec = fused_neuron(layer)
-        if spec is None:
-            raise ValueError(f"spike_matmul cannot fuse {type(layer).__name__}: see fused_neuron")
-        if M % T:
-            raise ValueError(f"spike_matmul: {M} images are not T = {T} steps of a batch")
-        mode, hard, tau = spec.mode, int(spec.hard_reset), layer.tau
-        v_th, v_reset = spec.v_threshold, spec.reset_value
-    bases = (ctypes.c_void_p * _MAX_SEGMENTS)(*[s.data_ptr() for s in segs])
-    counts = (ctypes.c_int64 * _MAX_SEGMENTS)(*channels)
-    image_strides = (ctypes.c_int64 * _MAX_SEGMENTS)(*[s.stride(0) for s in segs])
-    position_strides = (ctypes.c_int64 * _MAX_SEGMENTS)(*[s.stride(inner[0]) for s in segs])
-    status = _LIBRARY.get().spikemlp_spike_matmul(
-        _DTYPE_CODES[dtype], int(input_u8), bases, counts, image_strides, position_strides, len(segs), M, P,
-        sk, data_ptr(packed.wt), data_ptr(packed.table if grouped else None), data_ptr(packed.bias), D,
-        packed.wt.shape[1],
-        *(data_ptr(t) for t in col or (None, None)), *(data_ptr(t) for t in row or (None, None)),
-        data_ptr(out), int(planar_out), T, mode, hard, tau, v_th, v_reset, torch.get_num_threads(),
-    )  # fmt: skip
-    if status != 0:
-        raise RuntimeError(f"spikemlp spike matmul failed with status {status}")
-    return out
+    return first, dtype
+
+
+def _neuron_numbers(neuron: tuple[int, nn.Module] | None, M: int):
+    """(T, mode, hard reset, tau, V_th, V_reset) of the fused neuron; T = 0 for none."""
+    if neuron is None:
+        return 0, 0, False, 0.0, 0.0, 0.0
+    T, layer = neuron
+    spec = fused_neuron(layer)
+    if spec is None:
+        raise ValueError(f"spike_matmul cannot fuse {type(layer).__name__}: see fused_neuron")
+    if T < 1 or M % T:
+        raise ValueError(f"spike_matmul: {M} images are not T = {T} steps of a batch")
+    return T, spec.mode, spec.hard_reset, float(layer.tau), spec.v_threshold, spec.reset_value
 
 
 def spike_linear(x: torch.Tensor, layer: nn.Linear, packed: PackedWeight) -> torch.Tensor:

@@ -11,7 +11,12 @@ apply in the backward.
 The fused path runs when it applies: ``bn`` a plain ``nn.BatchNorm1d/2d`` in training mode, ``lif`` an
 :class:`~spikemlp.neurons.LIF` with a fixed tau and no membrane output whose backend resolves to the fused
 C++ kernel, gradients enabled. Otherwise (eval, another neuron, folded BN, GPU, and while torch.compile
-traces the model: the compiler fuses the plain ops itself) it is ``lif(bn(x))``.
+traces the model) it is ``lif(bn(x))``, the neuron then running the LIF operator itself.
+
+Why an ``autograd.Function`` and not an operator: the fusion updates BN's running statistics in place,
+and ``torch.library``'s registered autograd does not support operators that mutate their inputs. The
+Function composes ATen's batch norm with the ``spikemlp::lif_forward`` / ``lif_backward`` operators
+(``spikemlp.ops``).
 """
 
 from __future__ import annotations

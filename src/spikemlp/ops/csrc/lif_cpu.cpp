@@ -5,7 +5,7 @@
 // and every output byte written once. The forward repeats, operation by operation, the arithmetic of
 // the plain-PyTorch reference (spikemlp/neurons/reference.py), rounding to the storage dtype after
 // every elementwise operation exactly as PyTorch does for bfloat16/float16 (compute in float, round),
-// so the spikes are bit-identical to the reference. Build flags keep that true (see fused_cpu.py):
+// so the spikes are bit-identical to the reference. Build flags keep that true (see ops/_build.py):
 // -O3 -ffp-contract=off, no -ffast-math (no FMA contraction, IEEE division); -fno-trapping-math,
 // -mavx2 and -mavx512* only let the compiler vectorise, they do not change any value; -mfma only makes
 // the explicit mul_add of the backward's exp polynomial one instruction.
@@ -16,7 +16,7 @@
 //
 // The library depends on nothing but the C++ standard library (no torch headers): it compiles in
 // seconds, needs no build tool, and is called through a small C interface with raw data pointers
-// (spikemlp/neurons/fused_cpu.py allocates the tensors).
+// (spikemlp/ops/lif.py allocates the tensors).
 
 #include <algorithm>
 #include <cmath>

@@ -30,7 +30,7 @@
 // Neuron (optional, see finish): the outputs charge an LIF neuron over T steps in the epilogue, and only
 // its spikes are stored, as bytes: the layer's outputs never reach memory.
 //
-// Depends on the C++ standard library only (spikemlp/_native.py builds it).
+// Depends on the C++ standard library only (spikemlp/ops/_build.py builds it).
 
 #include <algorithm>
 #include <cmath>

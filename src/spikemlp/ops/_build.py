@@ -1,12 +1,17 @@
 """Builds and loads spikemlp's C++ kernels: one source file each, compiled on first use, called via ctypes.
 
-The kernels depend only on the C++ standard library and the shared headers in ``spikemlp/csrc``. Each
-is compiled on first use with the system C++ compiler (``$CXX``, default ``c++``; 15-30 s) into a shared
+The kernels depend only on the C++ standard library and the shared headers in ``spikemlp/ops/csrc``.
+Each is compiled on first use with the system C++ compiler (``$CXX``, default ``c++``) into a shared
 library cached under the torch extensions directory ($TORCH_EXTENSIONS_DIR, default
 ~/.cache/torch_extensions), named by a hash of the sources, the flags and the compiler, and called
 through ctypes (which releases the GIL). No build tool and no torch headers are needed, so the cache
 does not depend on the torch version. If there is no compiler, ``unavailable_reason()`` says so and the
 callers fall back to PyTorch.
+
+Why ctypes and not ``torch.utils.cpp_extension``: the operators are registered in Python
+(``torch.library.custom_op``), so the C++ needs no torch headers and no pybind11; building against the
+headers would compile several times longer on a fresh machine, tie the cache to the torch version and
+need ninja. The dispatcher, autograd and torch.compile see the operators either way.
 
 The flags keep the arithmetic IEEE: -O3 -ffp-contract=off (the compiler fuses no multiply-add; a source
 asks for one explicitly where it wants it), no -ffast-math. -fno-trapping-math only tells the compiler

@@ -1,8 +1,9 @@
 """torch.compile of MLP-SPE: it traces (no graph break), and training through it changes nothing.
 
-While torch.compile traces, the model runs plain PyTorch ops (the reference neuron, unfused BN and LIF,
-no saved-tensor hooks), which the compiler fuses itself; these tests pin that the compiled training step
-gives the eager model's logits, gradients and BatchNorm statistics.
+While torch.compile traces, the neurons run as the ``spikemlp`` LIF operator (one graph node each, with its
+registered autograd), BN and LIF unfused and without saved-tensor hooks; these tests pin that the compiled
+training step gives the eager model's logits, gradients and BatchNorm statistics
+(tests/ops/test_compile_ops.py checks which operators the graphs call).
 """
 
 from __future__ import annotations
@@ -53,8 +54,8 @@ def test_compiled_training_step_equals_eager(extra):
         torch.testing.assert_close(bc, be, rtol=1e-9, atol=1e-12, msg=name)
 
 
-def test_compiled_inference_with_spike_kernels_runs_the_dense_layers():
-    """The spike kernels (opaque to the compiler) step aside while it traces: one graph, dense values."""
+def test_compiled_inference_with_spike_kernels_gives_the_dense_values():
+    """The spike-matmul operator is one node of the graph: one graph, the dense model's values."""
     model, dense = _pair()
     model.eval().set_spike_kernels(True)
     dense.eval()

@@ -1,0 +1,108 @@
+"""torch.library.opcheck for every spikemlp operator: schema, fake implementation, registered autograd
+and AOT dispatch agree with the real kernels, for each dtype, charge mode, reset and option."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from spikemlp.layers.spike_matmul import grouped_sums, pack
+from spikemlp.neurons import fused_cpu
+from spikemlp.ops import spike_matmul as spike_matmul_op
+
+# (mode, v_threshold, v_reset, hard_reset, detach_reset, surrogate id, alpha): every charge mode (IF,
+# decay input, no decay), hard and soft reset, detached or not, every built-in surrogate.
+NEURONS = [
+    (0, 1.0, 0.0, True, True, 0, 4.0),
+    (1, 1.0, 0.0, True, True, 0, 4.0),
+    (1, 0.7, 0.3, True, False, 1, 2.0),
+    (2, 0.7, 0.0, False, False, 2, 1.0),
+    (2, 1.0, -0.2, True, True, 3, 1.0),
+]
+DTYPES = [torch.float32, torch.float64]
+
+
+@pytest.fixture(autouse=True)
+def lif_built():
+    if (reason := fused_cpu.unavailable_reason()) is not None:
+        pytest.skip(reason)
+
+
+def _x(dtype, shape=(4, 3, 10)):
+    return (torch.randn(shape, generator=torch.Generator().manual_seed(0)) * 1.5 + 0.6).to(dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("neuron", NEURONS, ids=str)
+@pytest.mark.parametrize("return_membrane", [False, True])
+def test_lif_forward(dtype, neuron, return_membrane):
+    mode, vth, vr, hard, detach, sg, alpha = neuron
+    x = _x(dtype).requires_grad_()
+    args = (x, None, 2.0, mode, vth, vr, hard, detach, sg, alpha, return_membrane, True)
+    torch.library.opcheck(torch.ops.spikemlp.lif_forward.default, args)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("mode", [1, 2])
+def test_lif_forward_with_learnable_tau(dtype, mode):
+    x = _x(dtype).requires_grad_()
+    tau = torch.tensor(3.0, dtype=dtype, requires_grad=True)
+    args = (x, tau, 0.0, mode, 1.0, 0.0, True, True, 0, 4.0, False, True)
+    torch.library.opcheck(torch.ops.spikemlp.lif_forward.default, args)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("neuron", NEURONS, ids=str)
+@pytest.mark.parametrize("with_membrane_grad", [False, True])
+def test_lif_backward(dtype, neuron, with_membrane_grad):
+    mode, vth, vr, hard, detach, sg, alpha = neuron
+    x = _x(dtype)
+    g = torch.randn(x.shape, generator=torch.Generator().manual_seed(1), dtype=dtype)
+    grad_v = g.flip(0) if with_membrane_grad else None
+    tau = torch.tensor(2.5, dtype=dtype) if mode else None  # the tau gradient where there is a tau
+    args = (x, g, grad_v, tau, 2.0, mode, vth, vr, hard, detach, sg, alpha, mode != 0)
+    torch.library.opcheck(torch.ops.spikemlp.lif_backward.default, args)
+
+
+def _spike_matmul_args(dtype, planar_in, planar_out, grouped, neuron, affine, n_segments, u8):
+    gen = torch.Generator().manual_seed(2)
+    M, P, D, ks = 4, 5, 7, [6, 3, 5][:n_segments]
+    shape = (lambda k: (M, k, P)) if planar_in else (lambda k: (M, P, k))
+    segments = [(torch.rand(shape(k), generator=gen) < 0.4).to(torch.uint8 if u8 else dtype) for k in ks]
+    weight = torch.randn(D, sum(ks), generator=gen, dtype=dtype)
+    bias = torch.randn(D, generator=gen, dtype=dtype)
+    wt, padded_bias, table = pack(weight, bias, dtype, grouped)
+    cols = [F.pad(t, (0, -D % 16)) for t in torch.randn(2, D, generator=gen, dtype=dtype)]  # Dp entries
+    rows = list(torch.randn(2, P, generator=gen, dtype=dtype))
+    col = cols if affine == "col" else [None, None]
+    row = rows if affine == "row" else [None, None]
+    lif = (2, 1, True, 2.0, 1.0, 0.0) if neuron else (0, 0, False, 0.0, 0.0, 0.0)
+    out_dtype = dtype if u8 else None
+    return (segments, wt, table, padded_bias, *col, *row, D, planar_in, planar_out, out_dtype, *lif)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("planar_in,planar_out", [(True, True), (True, False), (False, False), (False, True)])
+@pytest.mark.parametrize(
+    "grouped,neuron,affine,n_segments,u8",
+    [(False, False, None, 1, False), (True, True, "row", 1, False), (False, False, "col", 3, False),
+     (True, False, "col", 2, True)],
+    ids=["plain", "grouped-neuron-row", "three-segments-col", "uint8-grouped-col"],
+)  # fmt: skip
+def test_spike_matmul(dtype, planar_in, planar_out, grouped, neuron, affine, n_segments, u8):
+    if (reason := spike_matmul_op.unavailable_reason()) is not None:
+        pytest.skip(reason)
+    args = _spike_matmul_args(dtype, planar_in, planar_out, grouped, neuron, affine, n_segments, u8)
+    torch.library.opcheck(torch.ops.spikemlp.spike_matmul.default, args)
+
+
+def test_spike_matmul_operator_computes_the_product():
+    # opcheck compares the operator with itself; this pins what it computes (planar in, rows out).
+    args = _spike_matmul_args(torch.float64, True, False, True, False, "col", 2, False)
+    segments, wt, table, bias = args[:4]
+    scale, shift = args[4][:7], args[5][:7]
+    x = torch.cat(segments, dim=1).transpose(1, 2)  # [M, P, K]
+    want = (x @ wt[:, :7] + bias[:7]) * scale + shift
+    assert torch.equal(table, grouped_sums(wt))
+    torch.testing.assert_close(torch.ops.spikemlp.spike_matmul(*args), want, rtol=1e-12, atol=1e-12)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from . import surrogate as sg
 
-# Charge modes (the same numbers in csrc/lif_cpu.cpp and triton_lif.py).
+# Charge modes (the same numbers in ops/csrc/lif_cpu.cpp and ops/triton_lif.py).
 CHARGE_IF = 0  # H = V + X
 CHARGE_DECAY_INPUT = 1  # H = V + (X - (V - V_reset)) / tau
 CHARGE_NO_DECAY = 2  # H = V - (V - V_reset) / tau + X

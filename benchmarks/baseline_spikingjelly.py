@@ -1,16 +1,17 @@
 """The baseline for the performance issue: MLP-SPE built the way the field builds it, from SpikingJelly 2.0.
 
-This is the straightforward multi-step construction the authors used (EMI-Group/mixer-snn, SPEC 1.2): every
-stateless layer is a SpikingJelly ``layer.*`` wrapper in step mode "m" (Conv2d/Linear/BatchNorm over the
-merged [T * B, ...] batch), every neuron a stateful ``neuron.LIFNode(tau=2., detach_reset=True,
-surrogate Sigmoid(alpha=4), step_mode="m")`` on SpikingJelly's default path for the tensor's device (its
-CPU path is a torch loop over T with a custom backward; on CUDA it picks its own fused kernel), the axial
-mixing permutes the [T, B, C, H, W] tensor to put an axis in the channel slot (einops-style: a permuted
-view that the next layer's reshape copies), and the stage-0 conv runs T times on the repeated image.
+This is the straightforward multi-step construction the authors used (EMI-Group/mixer-snn,
+docs/mlp_spe.md#network): every stateless layer is a SpikingJelly ``layer.*`` wrapper in step mode "m"
+(Conv2d/Linear/BatchNorm over the merged [T * B, ...] batch), every neuron a stateful ``neuron.LIFNode(tau=2.,
+detach_reset=True, surrogate Sigmoid(alpha=4), step_mode="m")`` on SpikingJelly's default path for the
+tensor's device (its CPU path is a torch loop over T with a custom backward; on CUDA it picks its own fused
+kernel), the axial mixing permutes the [T, B, C, H, W] tensor to put an axis in the channel slot
+(einops-style: a permuted view that the next layer's reshape copies), and the stage-0 conv runs T times on the
+repeated image.
 
-The module tree and names follow the authors' checkpoint layout (SPEC 1.6), so a spikemlp ``MLPSPE``
-state dict loads into it through ``spikemlp.convert.mixer_snn.from_spikemlp``: both models then hold the
-same weights. It lives in benchmarks/, not in the library: it is the yardstick, not a feature.
+The module tree and names follow the authors' checkpoint layout (docs/mlp_spe.md#weight-layout), so a spikemlp
+``MLPSPE`` state dict loads into it through ``spikemlp.convert.mixer_snn.from_spikemlp``: both models then
+hold the same weights. It lives in benchmarks/, not in the library: it is the yardstick, not a feature.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""`spikemlp models`: every registered spikemlp model with SPEC's parameter and MAC numbers."""
+"""`spikemlp models`: every registered spikemlp model with the parameter and MAC numbers of
+docs/mlp_spe.md#variants and docs/snn_mlp.md#network-and-variants."""
 
 from __future__ import annotations
 

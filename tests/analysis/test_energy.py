@@ -1,4 +1,4 @@
-"""Energy constants: the presets of SPEC section 3, overrides, and clear errors."""
+"""Energy constants: the presets of docs/energy.md, overrides, and clear errors."""
 
 from __future__ import annotations
 

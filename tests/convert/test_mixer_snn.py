@@ -1,8 +1,9 @@
-"""The mixer-snn converter and `spikemlp convert`, against a state dict written from SPEC 1.6's key list.
+"""The mixer-snn converter and `spikemlp convert`, against a state dict written from the key list of
+docs/mlp_spe.md#weight-layout.
 
-``authors_layout`` spells out the authors' key names and shapes from SPEC 1.6 (and, for MLP-S, from
-SPEC 1.3 and the authors' ablation code: to_patch_embedding.{i}.{0,1} and token_mix.{k}.BN), without
-using spikemlp's converter.
+``authors_layout`` spells out the authors' key names and shapes from docs/mlp_spe.md#weight-layout (and, for
+MLP-S, from docs/mlp_spe.md#variants and the authors' ablation code: to_patch_embedding.{i}.{0,1} and
+token_mix.{k}.BN), without using spikemlp's converter.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ def _bn(prefix, n):
 
 
 def authors_layout(d=78, depths=(2, 8, 14, 2), img_size=224, classes=1000, spe=True, patch=4):
-    """{key: shape} of the authors' state dict (SPEC 1.6), Sequential indices included."""
+    """{key: shape} of the authors' state dict (docs/mlp_spe.md#weight-layout), Sequential indices
+    included."""
     keys = {"to_patch_embedding.0.0.weight": (d, 3, patch, patch), **_bn("to_patch_embedding.0.1", d)}
     for i in range(1, len(depths)):
         c = d * 2**i

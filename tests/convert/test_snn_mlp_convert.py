@@ -1,4 +1,5 @@
-"""The SNN-MLP authors' weight layout (SPEC 2.5) <-> spikemlp, and loading a released file with timm."""
+"""The SNN-MLP authors' weight layout (docs/snn_mlp.md#weight-layout) <-> spikemlp, and loading a released
+file with timm."""
 
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ from spikemlp.models.snn_mlp import load_authors_weights
 
 
 def authors_state_dict(depths=(2, 2, 6, 2), dim=96, num_classes=1000, seed=0) -> dict:
-    """A state dict with the keys and shapes of the authors' SNNMLP (written from SPEC 2.5/2.2/2.3,
-    independently of the converter), filled with random numbers."""
+    """A state dict with the keys and shapes of the authors' SNNMLP (written from
+    docs/snn_mlp.md#weight-layout, #block and #network-and-variants, independently of the converter), filled
+    with random numbers."""
     gen = torch.Generator().manual_seed(seed)
     shapes = {
         "patch_embed.proj.weight": (dim, 3, 4, 4),
@@ -54,7 +56,7 @@ def authors_state_dict(depths=(2, 2, 6, 2), dim=96, num_classes=1000, seed=0) ->
 
 
 def test_fake_checkpoint_has_the_spec_key_count():
-    assert len(authors_state_dict()) == 353  # SPEC 2.5, SNN-MLP-T
+    assert len(authors_state_dict()) == 353  # docs/snn_mlp.md#weight-layout, SNN-MLP-T
 
 
 def test_conversion_is_one_to_one_and_round_trips():

@@ -1,7 +1,8 @@
 """Plain-tensor re-implementations used as references by the layer tests (no spikemlp code).
 
-The LIF is SPEC 1.1 written out (tau 2, decay input, V_th 1, hard reset to 0); BatchNorm is written from
-its definition: normalise with the batch mean and biased variance over the given dims.
+The LIF is docs/mlp_spe.md#neuron-and-time written out (tau 2, decay input, V_th 1, hard reset to 0);
+BatchNorm is written from its definition: normalise with the batch mean and biased variance over the given
+dims.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from torch import nn
 
 
 def lif(x: torch.Tensor) -> torch.Tensor:
-    """Spikes of SPEC 1.1's LIF for inputs x [T, ...]."""
+    """Spikes of the LIF of docs/mlp_spe.md#neuron-and-time for inputs x [T, ...]."""
     v = torch.zeros_like(x[0])
     out = []
     for xt in x:

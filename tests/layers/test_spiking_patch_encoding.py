@@ -1,4 +1,5 @@
-"""The SPE cell and MLP-S's conv encoder against plain-op re-computations of SPEC 1.2 / 1.3."""
+"""The SPE cell and MLP-S's conv encoder against plain-op re-computations of docs/mlp_spe.md#network
+and #variants."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""MLP-SPE / MLP-S models: SPEC 1.3's parameter and MAC counts, binary spikes, the skip wiring, gradients,
-determinism and clear errors.
+"""MLP-SPE / MLP-S models: the parameter and MAC counts of docs/mlp_spe.md#variants, binary spikes, the skip
+wiring, gradients, determinism and clear errors.
 
 224 x 224 variants are built on the meta device (shapes only) for counting, and run at img_size=64 for
 forward/backward, so the file stays fast.
@@ -32,7 +32,8 @@ def meta_model(name, **kw):
 
 
 def spec_param_count(d, depths, grid, classes, patch=4, spe=True, alpha=3, in_chans=3):
-    """Parameters of SPEC 1.2 / 1.3 counted by hand (BN: weight + bias; convs without bias)."""
+    """Parameters of docs/mlp_spe.md#network and #variants counted by hand (BN: weight + bias; convs without
+    bias)."""
     total = in_chans * d * patch * patch + 2 * d  # stem conv + BN
     for i, depth in enumerate(depths):
         c, n = d * 2**i, grid // 2**i
@@ -200,7 +201,8 @@ def _randomize_bn(model):
 
 
 def test_forward_follows_spec_wiring():
-    """Re-wire the model's own blocks by SPEC 1.2's equations, with the stem computed naively T times."""
+    """Re-wire the model's own blocks by the equations of docs/mlp_spe.md#network, with the stem computed
+    naively T times."""
     T = 3
     model = MLPSPE(
         img_size=16, patch_size=2, embed_dim=6, depths=(1, 2), num_classes=5, T=T, backend="reference"

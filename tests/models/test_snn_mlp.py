@@ -1,4 +1,5 @@
-"""SNN-MLP models: SPEC 2.3 sizes and GFLOPs, block structure, forward/backward, parameter groups."""
+"""SNN-MLP models: docs/snn_mlp.md#network-and-variants sizes and GFLOPs, block structure, forward/backward,
+parameter groups."""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ from spikemlp.analysis.macs import count_macs
 from spikemlp.models.snn_mlp import SNNMLP, param_groups, set_group_size
 from spikemlp.neurons.group_lif import group_lif_reference
 
-# SPEC.md 2.3: parameters (M) and the authors' GFLOPs at 224 x 224 with 1000 classes.
-SPEC = {
+# docs/snn_mlp.md#network-and-variants: parameters (M) and the authors' GFLOPs at 224 x 224 with 1000 classes.
+PUBLISHED = {
     "snn_mlp_t": (28.336, 4.373, 0.2),
     "snn_mlp_s": (49.703, 8.548, 0.3),
     "snn_mlp_b": (87.897, 15.174, 0.5),
@@ -26,9 +27,9 @@ def _meta(name: str, **kwargs) -> SNNMLP:
         return timm.create_model(name, **kwargs)
 
 
-@pytest.mark.parametrize("name", list(SPEC))
+@pytest.mark.parametrize("name", list(PUBLISHED))
 def test_parameters_and_gflops_equal_spec(name):
-    params_m, gflops, _ = SPEC[name]
+    params_m, gflops, _ = PUBLISHED[name]
     model = _meta(name)
     assert abs(sum(p.numel() for p in model.parameters()) / 1e6 - params_m) < 0.001
     assert round(model.flops() / 1e9, 3) == gflops
@@ -68,11 +69,12 @@ def test_layout_matches_spec():
     assert block.mlp.fc1.weight.shape == (1536, 384, 1, 1)
     assert all(m.num_groups == 1 for m in model.modules() if isinstance(m, nn.GroupNorm))
     assert (mix.lif_h.axis, mix.lif_w.axis) == (2, 3)
-    assert len(model.state_dict()) == 353  # SPEC 2.5
+    assert len(model.state_dict()) == 353  # docs/snn_mlp.md#weight-layout
 
 
 def test_token_mixing_follows_the_authors_order():
-    """The module equals the SPEC 2.2 sequence written out with functional ops and the plain LIF loop."""
+    """The module equals the docs/snn_mlp.md#block sequence written out with functional ops and the plain LIF
+    loop."""
     model = timm.create_model("snn_mlp_xt_cifar")
     m = model.stages[0].blocks[0].token_mixing
     with torch.no_grad():
@@ -107,7 +109,7 @@ def test_patch_merging_concatenates_subgrids_in_the_authors_order():
     torch.testing.assert_close(cat[:, 144:], x[:, :, 1::2, 1::2])
 
 
-@pytest.mark.parametrize("name", list(SPEC))
+@pytest.mark.parametrize("name", list(PUBLISHED))
 def test_drop_path_grows_linearly_to_the_variant_rate(name):
     model = _meta(name)
     rates = [
@@ -115,7 +117,7 @@ def test_drop_path_grows_linearly_to_the_variant_rate(name):
         for s in model.stages
         for b in s.blocks
     ]
-    expected = torch.linspace(0, SPEC[name][2], len(rates)).tolist()
+    expected = torch.linspace(0, PUBLISHED[name][2], len(rates)).tolist()
     assert rates == pytest.approx(expected)
 
 

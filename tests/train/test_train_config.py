@@ -147,7 +147,7 @@ def test_the_recipes_are_all_there():
 def test_every_recipe_is_valid_says_where_its_numbers_come_from_and_names_a_model(recipe):
     text = recipe.read_text()
     comments = " ".join(line for line in text.splitlines() if line.startswith("#"))
-    assert "SPEC" in comments or "our choice" in comments.lower(), (
+    assert "docs/" in comments or "our choice" in comments.lower(), (
         "a recipe must say where its numbers come from"
     )
     cfg = load_config(recipe)  # raises on unknown keys or wrong types

@@ -35,7 +35,7 @@ class TinySpikingNet(nn.Module):
         self.lif = LIF()
         self.drop = nn.Dropout(dropout)
         self.head = nn.Linear(4 * width, num_classes)
-        if lif_scalars:  # named like SNN-MLP's group LIF (SPEC 2.5)
+        if lif_scalars:  # named like SNN-MLP's group LIF (docs/snn_mlp.md#weight-layout)
             self.tau = nn.Parameter(torch.tensor([0.25]))
             self.Vth = nn.Parameter(torch.tensor([0.1]))
         else:

@@ -1,4 +1,4 @@
-"""Energy per operation, after the field's convention (SPEC.md section 3).
+"""Energy per operation, after the field's convention (docs/energy.md).
 
 E_SNN = E_MAC x MACs(layers with real-valued input) + E_AC x SOPs(layers with binary input). The constants
 are Horowitz's 45 nm figures; they price arithmetic only. What the model leaves out is listed in

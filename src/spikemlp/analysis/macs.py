@@ -2,7 +2,7 @@
 
 Counting on the real forward pass (rather than from a hand-written formula per model) means the count
 follows whatever the model actually executes: strides, padding, groups and the axial rearrangements.
-"MACs per step" follow SPEC.md: multiply-accumulates of conv and linear layers only, per image and
+"MACs per step" follow docs/energy.md: multiply-accumulates of conv and linear layers only, per image and
 per time step.
 """
 

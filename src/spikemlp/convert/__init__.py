@@ -10,8 +10,9 @@ from __future__ import annotations
 import importlib
 
 FORMATS = {
-    "mixer-snn": "spikemlp.convert.mixer_snn",  # MLP-SPE, EMI-Group/mixer-snn (SPEC 1.6)
-    "snn-mlp": "spikemlp.convert.snn_mlp",  # SNN-MLP, huawei-noah/Efficient-AI-Backbones (SPEC 2.5)
+    "mixer-snn": "spikemlp.convert.mixer_snn",  # MLP-SPE, EMI-Group/mixer-snn (docs/mlp_spe.md#weight-layout)
+    # SNN-MLP, huawei-noah/Efficient-AI-Backbones (docs/snn_mlp.md#weight-layout)
+    "snn-mlp": "spikemlp.convert.snn_mlp",
 }
 
 

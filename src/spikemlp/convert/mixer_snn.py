@@ -1,4 +1,5 @@
-"""The authors' MLP-SPE / MLP-S weights (EMI-Group/mixer-snn, SPEC 1.6) <-> spikemlp's ``MLPSPE``.
+"""The authors' MLP-SPE / MLP-S weights (EMI-Group/mixer-snn, docs/mlp_spe.md#weight-layout) <-> spikemlp's
+``MLPSPE``.
 
 The mapping is a one-to-one renaming; no tensor is changed (the axial projections keep the authors'
 [N, N, 1, 1] convolution shape). The authors number token and channel blocks over all stages
@@ -152,7 +153,7 @@ def to_spikemlp(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def from_spikemlp(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """A spikemlp ``MLPSPE`` state dict -> the authors' key layout (SPEC 1.6)."""
+    """A spikemlp ``MLPSPE`` state dict -> the authors' key layout (docs/mlp_spe.md#weight-layout)."""
     num_stages, depths, spe = _structure_from_ours(sd)
     mapping = {ours: theirs for theirs, ours in _layout_pairs(num_stages, depths, spe)}
     return _rename(sd, mapping, "spikemlp MLP-SPE state dict")

@@ -1,4 +1,5 @@
-"""SNN-MLP weights: the authors' layout (huawei-noah/Efficient-AI-Backbones, SPEC.md 2.5) <-> spikemlp.
+"""SNN-MLP weights: the authors' layout (huawei-noah/Efficient-AI-Backbones, docs/snn_mlp.md#weight-layout)
+<-> spikemlp.
 
 The two layouts hold the same tensors one to one (353 for SNN-MLP-T); only names differ:
 

@@ -1,4 +1,4 @@
-"""Axial token mixing: MLP-SPE's token block, dense N x N maps along W and along H (SPEC 1.2).
+"""Axial token mixing: MLP-SPE's token block, dense N x N maps along W and along H (docs/mlp_spe.md#network).
 
 The authors write each branch as a 1x1 Conv2d with one spatial axis in the channel slot: the tensor is
 permuted to [T * B, W, C, H], convolved (weight [N, N, 1, 1], bias [N]), batch-normalised over the W
@@ -137,7 +137,8 @@ def _folded_map(x: torch.Tensor, proj: AxialProjection, affine) -> torch.Tensor:
 class AxialTokenMixing(nn.Module):
     """Token block: spikes x [T, B, C, N, N] -> real-valued u [T, B, C, N, N].
 
-    ``identity_norm=True`` gives MLP-S's identity branch LIF(BN(x)) (SPEC 1.3); the default is x itself.
+    ``identity_norm=True`` gives MLP-S's identity branch LIF(BN(x)) (docs/mlp_spe.md#variants); the default is
+    x itself.
     """
 
     def __init__(

@@ -1,4 +1,4 @@
-"""Channel MLP: MLP-SPE's channel block with its per-token BatchNorm (SPEC 1.2).
+"""Channel MLP: MLP-SPE's channel block with its per-token BatchNorm (docs/mlp_spe.md#network).
 
 On the spikes viewed as tokens [T * B, N * N, C]: Linear C -> alpha C (bias), BatchNorm1d(N * N), LIF,
 Linear alpha C -> C (bias), BatchNorm1d(N * N). BatchNorm1d(N * N) on a [T * B, N * N, alpha C] tensor

@@ -1,6 +1,6 @@
 """SNN-MLP's token mixing: a pointwise projection, a depthwise conv, then group LIFs along H and W.
 
-This is the authors' ``LIFModule`` (SPEC.md section 2.2), layer for layer:
+This is the authors' ``LIFModule`` (docs/snn_mlp.md#block), layer for layer:
 
     proj_in (1x1) -> norm_in -> GELU -> dwconv (3x3 depthwise) -> norm_dw -> GELU
       -> [lif_h -> proj_h (1x1) -> GELU] + [lif_w -> proj_w (1x1) -> GELU] -> norm_out -> proj_out (1x1)

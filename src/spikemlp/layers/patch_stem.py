@@ -45,7 +45,7 @@ class PatchStem(nn.Module):
     """Conv (patch_size x patch_size, stride patch_size, no bias) + BN of the image: the stage-0 state h.
 
     ``forward(images [B, C_in, H, W], T)`` returns h as a [T, B, C, H / p, W / p] view that repeats one
-    computed tensor over T (SPEC 1.2, stage 0).
+    computed tensor over T (docs/mlp_spe.md#network, stage 0).
     """
 
     def __init__(self, in_chans: int, embed_dim: int, patch_size: int) -> None:

@@ -1,8 +1,8 @@
 """Stage encoders between MLP-SPE stages: the Spiking Patch Encoding (SPE) cell, and MLP-S's plain conv.
 
 Both take the previous stage's spikes [T, B, C_in, 2N, 2N] and return the next stage's real-valued state
-h [T, B, C_out, N, N] (SPEC 1.2 and 1.3). Convolutions and BatchNorm are stateless, so they run on the
-merged [T * B, ...] batch (BN statistics shared across time steps, as in the authors' code).
+h [T, B, C_out, N, N] (docs/mlp_spe.md#network and #variants). Convolutions and BatchNorm are stateless, so
+they run on the merged [T * B, ...] batch (BN statistics shared across time steps, as in the authors' code).
 
 SPE cell, with three nodes of C_out / 3 channels each (ConvBN = 3x3 conv, no bias, then BN):
     n1, n2, n3 = ConvBN_s2(x) each

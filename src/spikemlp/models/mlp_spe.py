@@ -1,7 +1,7 @@
 """MLP-SPE: the spiking MLP with multiplication-free inference (Li et al., IEEE TNNLS 2024), and MLP-S.
 
 Paper: "Efficient Deep Spiking Multi-Layer Perceptrons with Multiplication-Free Inference" (arXiv
-2306.12465); the authors' code is EMI-Group/mixer-snn. SPEC.md section 1 fixes the architecture; the
+2306.12465); the authors' code is EMI-Group/mixer-snn. docs/mlp_spe.md fixes the architecture; the
 default configurations here reproduce it exactly (layer order, shapes, parameter counts), so the
 authors' weights load one to one through ``spikemlp.convert`` (format "mixer-snn").
 
@@ -17,7 +17,7 @@ Variants (``timm.create_model(name, ...)`` after ``import spikemlp``):
   224 x 224, depths 2, 8, 14, 2, channel expansion 3 (25.229M / 37.976M / 34.507M parameters at 1000
   classes; 4.983 / 7.507 / 7.117 GMACs per step).
 - ``mlp_spe_b``: the paper's 66M model, whose configuration is not in the authors' code. Our choice
-  (SPEC 1.3): d 108, depths 2, 10, 24, 2, about 65.6M parameters.
+  (docs/mlp_spe.md#variants): d 108, depths 2, 10, 24, 2, about 65.6M parameters.
 - CIFAR-native (32 x 32), not in the authors' code (they upsample CIFAR to 224): the same architecture
   with a 2x2 stride-2 stem, so a 32 x 32 image gives a 16 x 16 token grid and the four stages run at
   16, 8, 4, 2 tokens per side. Widths and depths are kept, so ``mlp_spe_t_cifar``/``mlp_spe_s_cifar``
@@ -152,8 +152,8 @@ class MLPSPE(nn.Module):
         mlp_ratio: channel-MLP expansion (alpha = 3).
         T: time steps. spe: SPE encoders (True) or MLP-S's conv encoders (False).
         channel_bn: "token" (authors': BN1d(N*N), per token) or "channel" (per channel; an option).
-        tau, v_threshold, surrogate, backend, detach_reset: LIF settings (defaults: SPEC 1.1);
-        neuron_kwargs: further LIF arguments (e.g. learnable_tau=True).
+        tau, v_threshold, surrogate, backend, detach_reset: LIF settings (defaults:
+        docs/mlp_spe.md#neuron-and-time); neuron_kwargs: further LIF arguments (e.g. learnable_tau=True).
         memory_saving: training-memory savings (see below; on by default).
         spike_kernels: spike-driven kernels for CPU inference (see ``set_spike_kernels``; off by default).
     """

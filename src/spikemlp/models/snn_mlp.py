@@ -1,6 +1,6 @@
 """SNN-MLP (Li et al., "Brain-inspired Multilayer Perceptron with Spiking Neurons", CVPR 2022).
 
-An MLP whose token mixing is a full-precision group LIF along H and along W (SPEC.md section 2):
+An MLP whose token mixing is a full-precision group LIF along H and along W (docs/snn_mlp.md):
 activations stay real-valued, spatial positions play the role of time steps. The default
 configurations reproduce the authors' network layer for layer, so their released weights
 (snnmlp_tiny_81.88.pt and friends) load one to one, with the LIF switched on:
@@ -11,7 +11,8 @@ configurations reproduce the authors' network layer for layer, so their released
 
 Variants: ``snn_mlp_t``, ``snn_mlp_s``, ``snn_mlp_b`` (224 x 224, 1000 classes) and the CIFAR-native
 32 x 32 ``snn_mlp_xt_cifar``, ``snn_mlp_t_cifar``, ``snn_mlp_s_cifar`` (a 2 x 2 patch stem; see
-``_CIFAR_NOTES``). ``param_groups`` gives tau and V_th their own optimiser group (SPEC 2.4).
+``_CIFAR_NOTES``). ``param_groups`` gives tau and V_th their own optimiser group
+(docs/snn_mlp.md#training-recipe).
 """
 
 from __future__ import annotations
@@ -316,7 +317,8 @@ class SNNMLP(nn.Module):
         return int(round(total))
 
     def lif_parameters(self) -> list[tuple[str, nn.Parameter]]:
-        """(name, parameter) of the trainable tau and V_th, for their own optimiser group (SPEC 2.4)."""
+        """(name, parameter) of the trainable tau and V_th, for their own optimiser group
+        (docs/snn_mlp.md#training-recipe)."""
         return lif_parameters(self)
 
     def param_groups(
@@ -326,7 +328,7 @@ class SNNMLP(nn.Module):
         return param_groups(self, lr, weight_decay, lif_lr, lif_weight_decay)
 
 
-# --- tau / V_th parameter group (SPEC 2.4) ---------------------------------------------------------
+# --- tau / V_th parameter group (docs/snn_mlp.md#training-recipe) -------------------------------------------
 
 
 def is_lif_parameter(name: str) -> bool:
@@ -387,7 +389,8 @@ def _unwrap(checkpoint, source: str) -> dict:
 
 
 def checkpoint_filter_fn(state_dict: dict, model: SNNMLP) -> dict:
-    """timm's ``pretrained_filter_fn``: accept the authors' layout (SPEC 2.5) or ours, return ours.
+    """timm's ``pretrained_filter_fn``: accept the authors' layout (docs/snn_mlp.md#weight-layout) or ours,
+    return ours.
 
     Key sets are checked one to one (``KeyMismatchError``) and shapes against ``model`` (a clear
     error when the checkpoint is for another variant); the classifier is left to timm, which drops it

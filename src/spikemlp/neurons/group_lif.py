@@ -6,7 +6,7 @@ consecutive groups of ``group_size`` positions and, inside each group, with u_{-
     u_t = tau * u_{t-1} * (1 - o_{t-1}) + x_t      o_t = [u_t > V_th]      y_t = u_t if o_t else V_th
 
 Positions past the last whole group pass through unchanged; ``group_size = -1`` is the identity and
-``group_size = 0`` makes one group of the whole axis (SPEC.md section 2.1).
+``group_size = 0`` makes one group of the whole axis (docs/snn_mlp.md#group-lif).
 
 The gradient is the authors' hand-written one: o_t is a constant (there is no surrogate), so
 

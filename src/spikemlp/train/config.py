@@ -89,7 +89,7 @@ class TrainConfig:
     warmup_epochs: float = 0.0
     warmup_lr: float = 1e-6
     min_lr: float = 0.0
-    # SNN-MLP: its LIF tau and V_th get their own group (SPEC 2.4)
+    # SNN-MLP: its LIF tau and V_th get their own group (docs/snn_mlp.md#training-recipe)
     lif_lr: float = 1e-4
     lif_weight_decay: float = 0.0
     lif_freeze_epochs: int = 1  # tau and V_th stay fixed for this many epochs

@@ -2,9 +2,10 @@
 
 Groups: parameters with weight decay; optionally biases and norm parameters without it (the usual
 exclusion, ``wd_exclude_bias_norm``); and, for SNN-MLP, the LIF ``tau`` and ``V_th`` scalars in a group
-of their own (SPEC 2.4: lr 1e-4, no weight decay, frozen during the first epoch). The optimizer itself
-comes from timm (``create_optimizer_v2``: sgd, adamw, lamb, ...); the schedule is timm's cosine with
-linear warm-up, stepped per optimizer update so that short runs and time budgets get a smooth curve.
+of their own (docs/snn_mlp.md#training-recipe: lr 1e-4, no weight decay, frozen during the first epoch). The
+optimizer itself comes from timm (``create_optimizer_v2``: sgd, adamw, lamb, ...); the schedule is timm's
+cosine with linear warm-up, stepped per optimizer update so that short runs and time budgets get a smooth
+curve.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import re
 import torch
 from torch import nn
 
-# SNN-MLP names its group-LIF scalars `tau` and `Vth` (SPEC 2.5); accept the other common spellings.
+# SNN-MLP names its group-LIF scalars `tau` and `Vth` (docs/snn_mlp.md#weight-layout); accept the other common
+# spellings.
 _LIF_SCALAR = re.compile(r"(^|\.)(tau|Vth|v_th|v_threshold)$")
 
 

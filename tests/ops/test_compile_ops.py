@@ -13,6 +13,7 @@ from functorch.compile import make_boxed_func
 from torch._dynamo.backends.common import aot_autograd
 
 import spikemlp
+from equal_training import assert_same_grads_and_buffers
 from spikemlp.layers import spike_matmul
 from spikemlp.neurons import fused_cpu
 
@@ -68,11 +69,7 @@ def test_training_graph_calls_the_lif_operators_and_matches_eager():
     assert "spikemlp.lif_backward.default" in targets  # its registered autograd, in the backward graph
     assert not any("sigmoid" in t for t in targets)  # the reference's surrogate is nowhere
     torch.testing.assert_close(out_c, out_e, rtol=1e-9, atol=1e-12)
-    for (name, pe), pc in zip(eager.named_parameters(), compiled.parameters()):
-        assert pe.grad.abs().sum() > 0, name
-        torch.testing.assert_close(pc.grad, pe.grad, rtol=1e-9, atol=1e-12, msg=name)
-    for (name, be), bc in zip(eager.named_buffers(), compiled.buffers()):
-        torch.testing.assert_close(bc, be, rtol=1e-9, atol=1e-12, msg=name)
+    assert_same_grads_and_buffers(eager, compiled)
 
 
 def test_eval_graph_with_spike_kernels_calls_the_spike_matmul_operator():

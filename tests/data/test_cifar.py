@@ -121,6 +121,16 @@ def test_garbage_pickle_names_the_file(tmp_path):
         read_cifar10(folder, "train")
 
 
+def test_a_pickle_error_of_several_lines_still_names_the_file(tmp_path):
+    folder = tmp_path / "cifar-10-batches-py"
+    write_cifar10(folder)
+    (folder / "data_batch_3").write_bytes(b"Pabc\n.")  # a persistent id: pickle's message spans two lines
+    with pytest.raises(
+        DataError, match=r"data_batch_3: not a readable CIFAR pickle.*replace it with the original"
+    ):
+        read_cifar10(folder, "train")
+
+
 def test_truncated_pickle_names_the_file(tmp_path):
     folder = tmp_path / "cifar-10-batches-py"
     write_cifar10(folder)

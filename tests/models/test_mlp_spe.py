@@ -370,12 +370,19 @@ def test_training_memory_savings_change_nothing(monkeypatch, recompute):
         torch.testing.assert_close(ba, bb, rtol=0, atol=0, msg=n)
 
 
+def _memory_of_blocks(model) -> list:
+    from spikemlp.layers import AxialTokenMixing, ChannelMLP
+
+    return [m.memory for m in model.modules() if isinstance(m, (AxialTokenMixing, ChannelMLP))]
+
+
 def test_projection_recompute_switch():
     model = spikemlp.models.create("mlp_spe_xt_cifar", T=2)
-    blocks = [m for m in model.modules() if hasattr(m, "recompute_projection")]
+    blocks = _memory_of_blocks(model)
     assert blocks and all(m.recompute_projection for m in blocks)
     model.set_projection_recompute(False)
     assert not any(m.recompute_projection for m in blocks)
+    assert all(m.compact_spikes and m.fused_bn_lif for m in blocks)  # the other savings stay on
 
 
 def test_memory_saving_false_turns_the_savings_off_with_the_same_results(monkeypatch):
@@ -387,9 +394,9 @@ def test_memory_saving_false_turns_the_savings_off_with_the_same_results(monkeyp
     _randomize_bn(saving)
     fast = MLPSPE(**kw, memory_saving=False)
     fast.load_state_dict(saving.state_dict())
-    blocks = [m for m in fast.modules() if hasattr(m, "recompute_projection")]
+    blocks = _memory_of_blocks(fast)
     assert saving.compact_spikes and not fast.compact_spikes
-    assert blocks and not any(m.recompute_projection or m.fuse_bn_lif for m in blocks)
+    assert blocks and not any(m.recompute_projection or m.fused_bn_lif or m.compact_spikes for m in blocks)
     # The memory-saving model runs the fused BN + LIF functions; the other never asks for them.
     fused_calls = []
     for fn in (bn_lif._BatchNormLIF, bn_lif._ProjectionBatchNormLIF):

@@ -116,12 +116,22 @@ def test_training_mode_batch_statistics_fall_back(kernel_calls):
     assert not kernel_calls  # BN normalises with batch statistics: no fixed epilogue
 
 
+def _block_kinds(model) -> set[str]:
+    """The kind of each token and channel block of the model: "kernel" or "dense"."""
+    from spikemlp.layers import AxialTokenMixing, ChannelMLP
+    from spikemlp.layers.spike_kernel_blocks import SpikeKernelChannelMLP, SpikeKernelTokenMixing
+
+    kernel = (SpikeKernelChannelMLP, SpikeKernelTokenMixing)
+    blocks = [m for m in model.modules() if isinstance(m, (AxialTokenMixing, ChannelMLP))]
+    assert len(blocks) == 2 * sum(model.depths)
+    return {"kernel" if isinstance(m, kernel) else "dense" for m in blocks}
+
+
 def test_switch_and_timm_argument():
     model = spikemlp.models.create("mlp_spe_xt_cifar", T=1, spike_kernels=True)
-    blocks = [m for m in model.modules() if hasattr(m, "spike_kernels") and m is not model]
-    assert model.spike_kernels and blocks and all(m.spike_kernels for m in blocks)
+    assert model.spike_kernels and _block_kinds(model) == {"kernel"}
     model.set_spike_kernels(False)
-    assert not any(m.spike_kernels for m in blocks)
+    assert not model.spike_kernels and _block_kinds(model) == {"dense"}
     assert not spikemlp.models.create("mlp_spe_xt_cifar", T=1).spike_kernels  # off by default
 
 
@@ -132,8 +142,8 @@ def test_switching_off_frees_the_packed_weights(kernel_built):
         model(torch.randn(2, 3, 32, 32, dtype=torch.float64))
     mlp = model.stages[0].blocks[0].channel_mix
     assert mlp._packed[0].wt is not None and mlp._packed[0].table is not None  # fc1: weights and table
-    model.set_spike_kernels(False)
     packed = [p for m in model.modules() if hasattr(m, "_packed") for p in m._packed]
+    model.set_spike_kernels(False)
     assert packed and all(p.wt is None and p.table is None for p in packed)
 
 

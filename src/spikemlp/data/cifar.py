@@ -52,8 +52,9 @@ def load_pickle(path: Path, what: str) -> dict[str, object]:
             f"{path}: file not found; expected {what}. Re-extract the archive or use --download."
         ) from None
     except Exception as err:  # pickle reports corruption as many different exception types
+        reason = str(err).splitlines()[0] if str(err) else ""  # some span lines; the first says enough
         raise DataError(
-            f"{path}: not a readable CIFAR pickle ({type(err).__name__}: {err}); expected {what}. "
+            f"{path}: not a readable CIFAR pickle ({type(err).__name__}: {reason}); expected {what}. "
             "The file is truncated or in another format: replace it with the original (or use --download)."
         ) from None
     if not isinstance(obj, dict):

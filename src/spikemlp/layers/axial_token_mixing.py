@@ -20,6 +20,10 @@ Its MACs are (output elements) x N, as for the authors' 1x1 convolution.
 
 The block's output u = BN(Conv1x1(concat[x, x_h, x_w])) is real-valued; the model adds it to the stage
 state before a neuron. In MLP-S (the no-SPE ablation) the identity branch is LIF(BN(x)) instead of x.
+
+This block has one forward, the training and reference one; its memory use is ``memory``'s
+(``layers.memory_saving``). Other executions are other modules with the same children: the folded block
+(``spikemlp.mfi.fold``) and the spike-kernel block (``layers.spike_kernel_blocks``).
 """
 
 from __future__ import annotations
@@ -31,10 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..neurons.bn_lif import batch_norm_lif, projection_batch_norm_lif
 from ..neurons.spike_storage import mark_binary
-from . import spike_matmul
-from .batch_norm_fold import fold_rows
+from .memory_saving import MemorySaving
 
 
 def axial_map(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, axis: str) -> torch.Tensor:
@@ -109,31 +111,6 @@ def positional_batch_norm(bn: nn.BatchNorm2d, y: torch.Tensor, axis: str) -> tor
     return _FROM_BN[axis](bn(_TO_BN[axis](y, 1)), y.shape).reshape(y.shape)
 
 
-# Grids up to this size run their axial maps as one GEMM on the flattened planes (see _folded_map).
-_PLANE_MAP_MAX = 8
-
-
-def _folded_map(x: torch.Tensor, proj: AxialProjection, affine) -> torch.Tensor:
-    """proj(x) followed by an inference BN over the positions of its axis, (a, d) per output position
-    folded into the map's rows and bias (as the MFI fold does)."""
-    weight, bias = fold_rows(proj.weight, proj.bias, *affine)
-    weight, bias = weight.to(x.dtype), bias.to(x.dtype)
-    n = proj.in_channels
-    if n > _PLANE_MAP_MAX:
-        return axial_map(x, weight, bias, proj.axis)
-    # On small grids the map along one axis of an n x n plane is one [n^2, n^2] matrix on the flattened
-    # plane (its Kronecker product with the identity on the other axis): one GEMM over all planes
-    # instead of a batch of tiny ones (measured 2-16x faster at n = 8 to 2, slower above). The extra
-    # terms are exact zeros, so the values are the map's up to the order of the sums.
-    eye = torch.eye(n, dtype=x.dtype)
-    square = weight.view(n, n)
-    if proj.axis == "h":  # y[i, w] = sum_j W[i, j] x[j, w] + b[i]
-        plane_weight, plane_bias = torch.kron(square, eye), bias.repeat_interleave(n)
-    else:  # y[h, i] = sum_j W[i, j] x[h, j] + b[i]
-        plane_weight, plane_bias = torch.kron(eye, square), bias.repeat(n)
-    return F.linear(x.flatten(-2), plane_weight, plane_bias).view_as(x)
-
-
 class AxialTokenMixing(nn.Module):
     """Token block: spikes x [T, B, C, N, N] -> real-valued u [T, B, C, N, N].
 
@@ -147,6 +124,7 @@ class AxialTokenMixing(nn.Module):
         num_positions: int,
         neuron_layer: Callable[[], nn.Module],
         identity_norm: bool = False,
+        memory: MemorySaving | None = None,
     ) -> None:
         super().__init__()
         n = num_positions
@@ -165,61 +143,20 @@ class AxialTokenMixing(nn.Module):
             self.identity_lif = None
         self.fuse = nn.Conv2d(3 * dim, dim, kernel_size=1, bias=False)
         self.fuse_norm = nn.BatchNorm2d(dim)
-        # Training memory: recompute the projections in the backward instead of keeping their outputs,
-        # and BN in the backward instead of keeping its output for the neuron (fused BN + LIF).
-        self.recompute_projection = True
-        self.fuse_bn_lif = True
-        # Inference on the CPU by the spike kernel (an option; see _spike_driven).
-        self.spike_kernels = False
-        self._packed = (spike_matmul.PackedWeight(),)  # the fuse convolution's
+        self.memory = memory or MemorySaving()
 
     def _branch(self, xm: torch.Tensor, proj: AxialProjection, bn: nn.Module, lif: nn.Module, T: int):
         """Spikes [T, B, C, H, W] (possibly a strided view) of one axis: projection, BN over the positions
-        of that axis (in the _TO_BN layout), then the neuron. In training these are fused: only the
-        projection's input spikes (recompute_projection) or its output (otherwise) are kept for the
-        backward, not the normalised values and the charge too."""
-        if not isinstance(bn, nn.modules.batchnorm._BatchNorm):  # folded away (MFI): no BN layout needed
-            return lif(bn(proj(xm)).unflatten(0, (T, -1)))
+        of that axis (in the _TO_BN layout), then the neuron, fused as ``self.memory`` says."""
         to_bn, from_bn = partial(_TO_BN[proj.axis], T=T), _FROM_BN[proj.axis]
-        if self.recompute_projection:
-            return projection_batch_norm_lif(xm, proj, _PROJECT[proj.axis], to_bn, bn, lif, T, from_bn)
-        y = proj(xm)
-        return from_bn(batch_norm_lif(to_bn(y), bn, lif, T, self.fuse_bn_lif), y.shape)
+        return self.memory.projection_bn_lif(xm, proj, _PROJECT[proj.axis], to_bn, bn, lif, T, from_bn)
 
     def _identity(self, x: torch.Tensor) -> torch.Tensor:
         if self.identity_norm is None:
             return x
         return self.identity_lif(self.identity_norm(x.flatten(0, 1)).unflatten(0, (x.shape[0], -1)))
 
-    def _spike_driven(self, x: torch.Tensor) -> torch.Tensor | None:
-        """The block in inference by the spike kernel (``spike_kernels``), or None where it does not apply.
-
-        Each axis's BatchNorm (inference: an affine map per position) is folded into its N x N map, so
-        the branch is map -> neuron in x's own layout, with no copy to the BN layout. The fuse
-        convolution reads the three spike tensors where they lie (no concatenation) and applies
-        fuse_norm on the way out. Same values as the layers run one by one, up to float rounding.
-        """
-        bypassed = (self.proj_h, self.proj_w, self.norm_h, self.norm_w, self.fuse, self.fuse_norm)
-        if not self.spike_kernels or type(self.fuse) is not nn.Conv2d or self.fuse.kernel_size != (1, 1):
-            return None
-        affines = [spike_matmul.inference_affine(bn) for bn in (self.norm_h, self.norm_w, self.fuse_norm)]
-        if any(a is None for a in affines) or not spike_matmul.applies(bypassed, x):
-            return None
-        T, B, C, H, W = x.shape
-        xm = x.flatten(0, 1)
-        x_h = self.lif_h(_folded_map(xm, self.proj_h, affines[0]).unflatten(0, (T, B)))
-        x_w = self.lif_w(_folded_map(xm, self.proj_w, affines[1]).unflatten(0, (T, B)))
-        parts = [part.reshape(T * B, C, H * W) for part in (self._identity(x), x_h, x_w)]
-        u = spike_matmul.spike_matmul(
-            parts, self.fuse.weight, self.fuse.bias, self._packed[0], planar_in=True, planar_out=True,
-            col_affine=affines[2],
-        )  # fmt: skip
-        return u.view(T, B, C, H, W)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        u = self._spike_driven(x)
-        if u is not None:
-            return u
         T = x.shape[0]
         xm = x.flatten(0, 1)
         identity = self._identity(x)

@@ -36,6 +36,7 @@ from torch import nn
 from ..layers import AxialTokenMixing, ChannelMLP, ConvDownsample, PatchStem, SpikingPatchEncoding
 from ..layers.axial_token_mixing import AxialProjection
 from ..layers.batch_norm_fold import batch_norm_affine, fold_rows
+from ..layers.spike_kernel_blocks import swap_blocks, twin
 from ..layers.spiking_patch_encoding import ConvBN
 from ..models.mlp_spe import MLPSPE
 from .accumulate import (
@@ -47,6 +48,7 @@ from .accumulate import (
     check_binary,
     gather_sum,
 )
+from .folded_blocks import FoldedChannelMLP, FoldedTokenMixing
 from .neurons import ThresholdLIF
 
 bn_affine = batch_norm_affine  # (a, d) with BN(z) = a z + d in eval mode, in float64
@@ -183,6 +185,7 @@ def fold(model: nn.Module) -> FoldedMLPSPE:
             _fold_token_mixing(module)
         elif isinstance(module, ChannelMLP):
             _fold_channel_mlp(module)
+    swap_blocks(folded, _folded_twin)
 
     # The head: BN2d on spikes, grid mean, Linear -> a Linear with W' = W diag(a), b' = b + W d.
     a, d = bn_affine(folded.head_norm)
@@ -196,6 +199,16 @@ def fold(model: nn.Module) -> FoldedMLPSPE:
     if left:
         raise RuntimeError(f"fold left BatchNorm layers behind: {', '.join(left)}")
     return folded
+
+
+def _folded_twin(block: nn.Module) -> nn.Module | None:
+    """The folded block's twin with the forward that has no BatchNorm (``folded_blocks``)."""
+    for base, cls in ((AxialTokenMixing, FoldedTokenMixing), (ChannelMLP, FoldedChannelMLP)):
+        if isinstance(block, base):
+            new = twin(block, cls)
+            new.__dict__.pop("_packed", None)  # a spike-kernel block's packed weights: not the folded ones
+            return new
+    return None
 
 
 def _fold_convbn(convbn: ConvBN) -> None:

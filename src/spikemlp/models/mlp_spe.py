@@ -53,6 +53,8 @@ from ..layers import (
     spike_matmul,
 )
 from ..layers.channel_mlp import CHANNEL_BN_MODES
+from ..layers.memory_saving import MemorySaving
+from ..layers.spike_kernel_blocks import spike_kernels
 from ..neurons import LIF
 from ..neurons.spike_storage import compact_saved_spikes
 
@@ -65,11 +67,13 @@ CIFAR_STD = DATASET_INFO["cifar10"].std
 class MLPSPEBlock(nn.Module):
     """One token block and one channel block with their neurons; both skips come from the stage's h."""
 
-    def __init__(self, dim, grid, neuron_layer, mlp_ratio=3, channel_bn="token", identity_norm=False):
+    def __init__(
+        self, dim, grid, neuron_layer, mlp_ratio=3, channel_bn="token", identity_norm=False, memory=None
+    ):
         super().__init__()
-        self.token_mix = AxialTokenMixing(dim, grid, neuron_layer, identity_norm=identity_norm)
+        self.token_mix = AxialTokenMixing(dim, grid, neuron_layer, identity_norm, memory)
         self.token_lif = neuron_layer()
-        self.channel_mix = ChannelMLP(dim, grid * grid, neuron_layer, mlp_ratio, channel_bn)
+        self.channel_mix = ChannelMLP(dim, grid * grid, neuron_layer, mlp_ratio, channel_bn, memory)
         self.channel_lif = neuron_layer()
 
     def forward(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
@@ -218,11 +222,8 @@ class MLPSPE(nn.Module):
         self.channel_bn = channel_bn
         self.num_features = self.head_hidden_size = widths[-1]
         self.grad_checkpointing = False
-        # Spikes that autograd saves for the backward are kept as bool (exact; 4x smaller in fp32). With the
-        # fused BN + LIF (spikemlp.neurons.bn_lif) and set_projection_recompute this halves training memory.
-        # memory_saving=False turns all three off: 15-25% faster training steps where memory is no concern
-        # (the CPU speedrun's small model), same results.
-        self.compact_spikes = bool(memory_saving)
+        # One switch for the training-memory savings, shared by every block (layers/memory_saving.py).
+        self.memory = MemorySaving.all(memory_saving)
         lif_kwargs = dict(tau=tau, v_threshold=v_threshold, surrogate=surrogate, backend=backend)
         lif_kwargs.update(detach_reset=detach_reset, **(neuron_kwargs or {}))
         neuron_layer = partial(LIF, **lif_kwargs)
@@ -238,7 +239,7 @@ class MLPSPE(nn.Module):
             else:
                 encoder = ConvDownsample(widths[i - 1], dim)
             blocks = [
-                MLPSPEBlock(dim, grid, neuron_layer, mlp_ratio, channel_bn, identity_norm=not spe)
+                MLPSPEBlock(dim, grid, neuron_layer, mlp_ratio, channel_bn, not spe, self.memory)
                 for _ in range(depth)
             ]
             stages.append(MLPSPEStage(encoder, blocks, neuron_layer))
@@ -246,10 +247,7 @@ class MLPSPE(nn.Module):
         self.stages = nn.ModuleList(stages)
         self.head_norm = nn.BatchNorm2d(widths[-1])
         self.head = nn.Linear(widths[-1], num_classes) if num_classes > 0 else nn.Identity()
-        self.set_projection_recompute(bool(memory_saving))
-        for m in self.modules():
-            if isinstance(m, (AxialTokenMixing, ChannelMLP)):
-                m.fuse_bn_lif = bool(memory_saving)
+        self.spike_kernels = False
         self.set_spike_kernels(spike_kernels)
 
     # --- timm-style API -------------------------------------------------------------------------------
@@ -266,34 +264,37 @@ class MLPSPE(nn.Module):
         """Training memory (on by default): keep the axial projections' and the first channel Linear's
         input spikes (as bool) for the backward and recompute their outputs there, instead of keeping the
         outputs (4 bytes per element, 3C channels for the Linear). About 8% more time per training step,
-        about 20% less peak memory; results are identical."""
-        for m in self.modules():
-            if isinstance(m, (AxialTokenMixing, ChannelMLP)):
-                m.recompute_projection = enable
+        about 20% less peak memory; results are identical (``self.memory``, layers/memory_saving.py)."""
+        self.memory.recompute_projection = bool(enable)
+
+    @property
+    def compact_spikes(self) -> bool:
+        """Whether spikes that autograd saves are kept as bool (part of ``memory_saving``)."""
+        return self.memory.compact_spikes
+
+    @compact_spikes.setter
+    def compact_spikes(self, enable: bool) -> None:
+        self.memory.compact_spikes = bool(enable)
 
     @torch.jit.ignore
     def set_spike_kernels(self, enable: bool = True) -> None:
-        """Inference speed on the CPU (off by default): run the channel MLP's Linear layers and the token
-        block's fuse convolution, whose inputs are spikes, with the spike-driven kernel
-        (``spikemlp.layers.spike_matmul``): each output sums the weights of its active inputs only, so
-        the work falls with the firing rate and no weight is multiplied; the channel MLP's hidden neuron
-        runs inside its first layer. Applies where no gradient is wanted and no hook observes the layers
-        replaced, on the CPU, in float32/float64, outside torch.compile (elsewhere the layers run as
-        usual). Same model: outputs differ from the dense path only by float rounding (sums in another
-        order). Keeps a transposed copy of those weights (about the model's size) and tables of grouped
-        sums (four times the channel MLPs' first weights) while in use; ``set_spike_kernels(False)``
-        frees them. Warns (once, with the cause) if the kernel cannot be built here: the model then runs
-        its dense layers."""
+        """Inference speed on the CPU (off by default): run the token and channel blocks, whose synaptic
+        layers see spikes, with the spike-driven kernel (``spikemlp.layers.spike_matmul``): each output
+        sums the weights of its active inputs only, so the work falls with the firing rate and no weight
+        is multiplied; the channel MLP's hidden neuron runs inside its first layer. The transform
+        ``spikemlp.layers.spike_kernels`` swaps the blocks for their spike-kernel twins (same parameters).
+        Applies where no gradient is wanted and no hook observes the layers replaced, on the CPU, in
+        float32/float64, eagerly or under torch.compile; elsewhere the blocks run their dense layers.
+        Same model: outputs differ from the dense path only by float rounding (sums in another order).
+        Keeps a transposed copy of those weights (about the model's size) and tables of grouped sums
+        (four times the channel MLPs' first weights) while in use; ``set_spike_kernels(False)`` frees
+        them. Warns (once, with the cause) if the kernel cannot be built here: the model then runs its
+        dense layers."""
         if enable and (reason := spike_matmul.unavailable_reason()) is not None:
             message = f"spike kernels requested, but {reason}; running the dense layers"
             warnings.warn(message, RuntimeWarning, stacklevel=2)
         self.spike_kernels = bool(enable)
-        for m in self.modules():
-            if isinstance(m, (AxialTokenMixing, ChannelMLP)):
-                m.spike_kernels = self.spike_kernels
-                if not enable:
-                    for packed in m._packed:
-                        packed.release()
+        spike_kernels(self, self.spike_kernels)
 
     @torch.jit.ignore
     def get_classifier(self) -> nn.Module:

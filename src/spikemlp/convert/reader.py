@@ -1,11 +1,9 @@
-"""The one reader of foreign checkpoints: the authors' released .pth/.pt files (a torch zip or a legacy
-pickle) and .safetensors, read into a flat dict of tensors without running any code from the file.
+"""The one reader of foreign checkpoints (the authors' .pth/.pt, a torch zip or a legacy pickle, and
+.safetensors), shared by ``spikemlp convert``, ``spikemlp export`` and the SNN-MLP pretrained loader.
 
-PyTorch files are opened with ``torch.load(weights_only=True)``, whose unpickler builds only tensors,
-numbers, strings and containers: a file holding any other object is refused, never unpickled. The state
-dict may be bare or stored under "model" / "state_dict" / "model_state_dict" (the authors' training
-checkpoints); a DistributedDataParallel "module." prefix is removed. Used by ``spikemlp convert``,
-``spikemlp export`` and the SNN-MLP pretrained loader, so all three accept and refuse the same files.
+``torch.load(weights_only=True)`` builds only tensors, numbers, strings and containers: a file holding
+any other object is refused, never unpickled. The state dict may be bare or under "model" / "state_dict"
+(the authors' training checkpoints); a DistributedDataParallel "module." prefix is removed.
 """
 
 from __future__ import annotations

@@ -14,7 +14,6 @@ constant. A graph that does not read its input is refused with a clear error rat
 
 from __future__ import annotations
 
-import os
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -53,18 +52,10 @@ def reference_neurons(model: nn.Module) -> Iterator[None]:
             m.backend = backend
 
 
-def _check_graph_reads_input(path: str | os.PathLike, model: nn.Module) -> None:
+def _export(model: nn.Module, images: torch.Tensor, tmp: str, opset: int, dynamic: bool) -> None:
+    """Trace ``model`` on ``images`` into the ONNX file ``tmp``; refuse a graph that ignores its input."""
     import onnx
 
-    inputs = [i.name for i in onnx.load(str(path), load_external_data=False).graph.input]
-    if "images" not in inputs:
-        raise ValueError(
-            f"ONNX export of {type(model).__name__} produced a graph that ignores its input (an operation "
-            "the tracer cannot see was recorded as a constant); nothing was written"
-        )
-
-
-def _export(model: nn.Module, images: torch.Tensor, tmp: str, opset: int, dynamic: bool) -> None:
     torch.onnx.export(
         model,
         (images,),
@@ -75,7 +66,11 @@ def _export(model: nn.Module, images: torch.Tensor, tmp: str, opset: int, dynami
         output_names=["logits"],
         dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}} if dynamic else None,
     )
-    _check_graph_reads_input(tmp, model)
+    if "images" not in [i.name for i in onnx.load(tmp, load_external_data=False).graph.input]:
+        raise ValueError(
+            f"ONNX export of {type(model).__name__} produced a graph that ignores its input (an operation "
+            "the tracer cannot see was recorded as a constant); nothing was written"
+        )
 
 
 def export_onnx(

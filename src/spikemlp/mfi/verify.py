@@ -1,7 +1,4 @@
-"""Check multiplication-free inference on real inputs: ``verify`` runs the model with hooks and lists every
-synaptic layer with non-binary input, with its role (``spikemlp.analysis.layer_roles`` says which roles
-are allowed and why).
-"""
+"""``verify``: check multiplication-free inference on real inputs (roles: spikemlp.analysis.layer_roles)."""
 
 from __future__ import annotations
 

@@ -26,6 +26,8 @@ from timm.layers import DropPath, Mlp, trunc_normal_
 from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
 from torch import nn
 
+from ..convert import KeyMismatchError
+from ..convert import snn_mlp as authors_layout
 from ..convert.reader import read_state_dict, state_dict_in
 from ..data.info import DATASET_INFO
 from ..layers.group_lif_mixing import GroupLIFTokenMixing, group_norm1
@@ -374,18 +376,14 @@ def checkpoint_filter_fn(state_dict: dict, model: SNNMLP) -> dict:
     error when the checkpoint is for another variant); the classifier is left to timm, which drops it
     when ``num_classes`` differs.
     """
-    from ..convert import snn_mlp as convert
-
     state_dict = state_dict_in(state_dict, "SNN-MLP checkpoint")
     if _looks_like_authors_layout(state_dict):
-        state_dict = convert.to_spikemlp(state_dict, depths=model.depths)
+        state_dict = authors_layout.to_spikemlp(state_dict, depths=model.depths)
     _check_against_model(state_dict, model)
     return state_dict
 
 
 def _check_against_model(state_dict: dict, model: nn.Module) -> None:
-    from ..convert import KeyMismatchError
-
     expected = model.state_dict()
     head = {k for k in expected if k.startswith("head.")} | {k for k in state_dict if k.startswith("head.")}
     missing = set(expected) - set(state_dict) - head

@@ -165,7 +165,7 @@ def test_load_authors_weights(released_t):
 def test_unreadable_files_get_one_clear_error(tmp_path):
     garbage = tmp_path / "broken.pt"
     garbage.write_bytes(b"not a checkpoint")
-    with pytest.raises(ValueError, match="cannot read as a PyTorch weights file with weights_only=True"):
+    with pytest.raises(ValueError, match="could not be read as a weights-only PyTorch checkpoint"):
         timm.create_model("snn_mlp_t", pretrained=True, pretrained_cfg_overlay=dict(file=str(garbage)))
     with pytest.raises(ValueError, match="weights_only=True"):
         load_authors_weights(timm.create_model("snn_mlp_xt_cifar"), garbage)

@@ -15,10 +15,10 @@ import torch
 from torch import nn
 
 from ..layers.axial_token_mixing import AxialProjection
-from ..mfi.verify import layer_roles, non_binary_layers, summarise
 from ..neurons.group_lif import GroupLIF
 from . import plots
 from .energy import EnergyModel
+from .layer_roles import layer_roles, non_binary_layers, summarise
 from .recording import ActivityRecorder
 from .report import build_report, stage_of, write_json, write_markdown
 

@@ -45,6 +45,15 @@ def _safe_div(a: float, b: float) -> float:
     return a / b if b else 0.0
 
 
+_ACCOUNTING = {
+    "units": "per image; MACs and SOPs summed over the T time steps unless named per_step",
+    "binary_layers": "cost ACs: exact SOPs = sum over nonzero inputs of the outputs each reaches",
+    "real_layers": "cost MACs: dense MACs per step x steps computed (1 if the input repeats over T)",
+    "sops_estimate": "T x mean input firing rate x dense MACs per step (the usual estimate)",
+    "ann": "the same architecture as a non-spiking network: dense MACs of one pass, all at E_MAC",
+}
+
+
 def build_report(
     recorder: ActivityRecorder,
     images: int,
@@ -59,52 +68,70 @@ def build_report(
         raise ValueError(
             "no images were analysed; the data loader gave no batches (check --limit and the data)"
         )
-    roles = roles or {}
-    T = recorder.T
-    layers = []
-    for st in recorder.synaptic.values():
-        S = len(st.numel_per_step)
-        rate_steps = [_safe_div(nz, n) for nz, n in zip(st.nonzero_per_step, st.numel_per_step)]
-        rate_mean = _safe_div(sum(st.nonzero_per_step), sum(st.numel_per_step))
-        binary = st.nonbinary == 0
-        dense = st.dense_macs / (images * S)
-        # A real-valued input repeated at every step (direct encoding) needs computing once.
-        steps_computed = 1 if (S > 1 and st.repeats_over_steps) else S
-        sops = sum(st.sops_per_step) / images if binary else 0.0
-        sops_est = T * rate_mean * dense if binary else 0.0
-        macs = 0.0 if binary else dense * steps_computed
-        row = {
-            "name": st.name,
-            "type": st.layer_type,
-            "stage": stage_fn(st.name),
-            "role": roles.get(st.name, "synaptic" if binary else "real-input"),
-            "input_kind": "binary" if binary else "real",
-            "nonbinary_fraction": _safe_div(st.nonbinary, st.numel),
-            "dense_macs_per_step": dense,
-            "steps_computed": steps_computed,
-            "input_rate_per_step": rate_steps,
-            "input_rate_mean": rate_mean,
-            "sops": sops,
-            "sops_estimate": sops_est,
-            "macs": macs,
-            "energy_pj": energy.energy_pj(macs, sops),
-            "ann_macs": dense,
-            "ann_energy_pj": energy.energy_pj(dense, 0.0),
-        }
-        readout = row["role"] == "readout" and not binary and readout_accumulates
-        if readout and st.source_neuron in recorder.neurons:
-            # linear(mean(BN(spikes))) folds to W' @ (spike counts) / N + b': one accumulation per
-            # (spike, class) plus one scaling per class, instead of the MACs counted in the row.
-            src = recorder.neurons[st.source_neuron]
-            spikes = sum(src.spikes_per_step) / images
-            out_features = getattr(recorder.modules.get(st.name), "out_features", 0)
-            row["as_accumulation"] = {
-                "source": st.source_neuron,
-                "sops": spikes * out_features,
-                "multiplications": out_features,
-            }
-        layers.append(row)
+    layers = [
+        _layer_row(recorder, st, images, energy, roles or {}, stage_fn, readout_accumulates)
+        for st in recorder.synaptic.values()
+    ]
+    all_spikes = sum(sum(st.spikes_per_step) for st in recorder.neurons.values())
+    all_slots = sum(sum(st.numel_per_step) for st in recorder.neurons.values())
+    stages, network = _totals(layers)
+    return {
+        **(meta or {}),
+        "T": recorder.T,
+        "images": images,
+        "energy": energy.as_dict(),
+        "accounting": dict(_ACCOUNTING),
+        "layers": layers,
+        "stages": stages,
+        "network": network,
+        "neurons": [_neuron_row(st, images, stage_fn) for st in recorder.neurons.values()],
+        "mean_firing_rate": _safe_div(all_spikes, all_slots),
+    }
 
+
+def _layer_row(recorder, st, images: int, energy: EnergyModel, roles, stage_fn, readout_accumulates) -> dict:
+    S = len(st.numel_per_step)
+    rate_mean = _safe_div(sum(st.nonzero_per_step), sum(st.numel_per_step))
+    binary = st.nonbinary == 0
+    dense = st.dense_macs / (images * S)
+    # A real-valued input repeated at every step (direct encoding) needs computing once.
+    steps_computed = 1 if (S > 1 and st.repeats_over_steps) else S
+    sops = sum(st.sops_per_step) / images if binary else 0.0
+    macs = 0.0 if binary else dense * steps_computed
+    row = {
+        "name": st.name,
+        "type": st.layer_type,
+        "stage": stage_fn(st.name),
+        "role": roles.get(st.name, "synaptic" if binary else "real-input"),
+        "input_kind": "binary" if binary else "real",
+        "nonbinary_fraction": _safe_div(st.nonbinary, st.numel),
+        "dense_macs_per_step": dense,
+        "steps_computed": steps_computed,
+        "input_rate_per_step": [_safe_div(nz, n) for nz, n in zip(st.nonzero_per_step, st.numel_per_step)],
+        "input_rate_mean": rate_mean,
+        "sops": sops,
+        "sops_estimate": recorder.T * rate_mean * dense if binary else 0.0,
+        "macs": macs,
+        "energy_pj": energy.energy_pj(macs, sops),
+        "ann_macs": dense,
+        "ann_energy_pj": energy.energy_pj(dense, 0.0),
+    }
+    readout = row["role"] == "readout" and not binary and readout_accumulates
+    if readout and st.source_neuron in recorder.neurons:
+        # linear(mean(BN(spikes))) folds to W' @ (spike counts) / N + b': one accumulation per
+        # (spike, class) plus one scaling per class, instead of the MACs counted in the row.
+        spikes = sum(recorder.neurons[st.source_neuron].spikes_per_step) / images
+        out_features = getattr(recorder.modules.get(st.name), "out_features", 0)
+        row["as_accumulation"] = {
+            "source": st.source_neuron,
+            "sops": spikes * out_features,
+            "multiplications": out_features,
+        }
+    return row
+
+
+def _totals(layers: list[dict]) -> tuple[dict[str, dict], dict]:
+    """Totals per stage and for the network: each the sum of the rows it covers."""
     stages: dict[str, dict] = {}
     for row in layers:
         tot = stages.setdefault(row["stage"], {k: 0.0 for k in TOTAL_KEYS} | {"layers": 0})
@@ -116,40 +143,18 @@ def build_report(
     network["binary_input_layers"] = sum(r["input_kind"] == "binary" for r in layers)
     network["real_input_layers"] = network["layers"] - network["binary_input_layers"]
     network["energy_ratio_ann_over_snn"] = _safe_div(network["ann_energy_pj"], network["energy_pj"])
+    return stages, network
 
-    neurons = []
-    for st in recorder.neurons.values():
-        neurons.append(
-            {
-                "name": st.name,
-                "type": st.layer_type,
-                "stage": stage_fn(st.name),
-                "neurons_per_image": st.neurons_per_image,
-                "rate_per_step": [_safe_div(s, n) for s, n in zip(st.spikes_per_step, st.numel_per_step)],
-                "rate_mean": _safe_div(sum(st.spikes_per_step), sum(st.numel_per_step)),
-                "spikes_per_image": sum(st.spikes_per_step) / images,
-            }
-        )
-    all_spikes = sum(sum(st.spikes_per_step) for st in recorder.neurons.values())
-    all_slots = sum(sum(st.numel_per_step) for st in recorder.neurons.values())
 
+def _neuron_row(st, images: int, stage_fn) -> dict:
     return {
-        **(meta or {}),
-        "T": T,
-        "images": images,
-        "energy": energy.as_dict(),
-        "accounting": {
-            "units": "per image; MACs and SOPs summed over the T time steps unless named per_step",
-            "binary_layers": "cost ACs: exact SOPs = sum over nonzero inputs of the outputs each reaches",
-            "real_layers": "cost MACs: dense MACs per step x steps computed (1 if the input repeats over T)",
-            "sops_estimate": "T x mean input firing rate x dense MACs per step (the usual estimate)",
-            "ann": "the same architecture as a non-spiking network: dense MACs of one pass, all at E_MAC",
-        },
-        "layers": layers,
-        "stages": stages,
-        "network": network,
-        "neurons": neurons,
-        "mean_firing_rate": _safe_div(all_spikes, all_slots),
+        "name": st.name,
+        "type": st.layer_type,
+        "stage": stage_fn(st.name),
+        "neurons_per_image": st.neurons_per_image,
+        "rate_per_step": [_safe_div(s, n) for s, n in zip(st.spikes_per_step, st.numel_per_step)],
+        "rate_mean": _safe_div(sum(st.spikes_per_step), sum(st.numel_per_step)),
+        "spikes_per_image": sum(st.spikes_per_step) / images,
     }
 
 
@@ -185,21 +190,29 @@ def _energy(pj: float) -> str:
 
 def render_markdown(report: dict) -> str:
     """report.md: the same numbers as report.json, laid out for reading."""
+    lines = _md_facts(report) + _md_mfi(report) + _md_network(report["network"]) + _md_stages(report)
+    lines += _md_layers(report) + _md_neurons(report)
+    if report.get("notes"):
+        lines += ["", "## Notes", ""] + [f"- {n}" for n in report["notes"]]
+    if report.get("plots"):
+        lines += ["", "## Plots", ""] + [f"- [{p}]({p})" for p in report["plots"]]
+    return "\n".join(lines) + "\n"
+
+
+def _md_facts(report: dict) -> list[str]:
     e = report["energy"]
-    net = report["network"]
-    lines = [f"# Analysis of {report.get('model', 'model')}", ""]
+    rate = f"{report['mean_firing_rate']:.4f}" if report["neurons"] else None
     facts = [
         ("data", report.get("data")),
         ("images", report["images"]),
         ("time steps T", report["T"]),
         ("top-1 accuracy", f"{100 * report['accuracy']:.2f}%" if "accuracy" in report else None),
-        (
-            "mean firing rate (all neurons)",
-            f"{report['mean_firing_rate']:.4f}" if report["neurons"] else None,
-        ),
+        ("mean firing rate (all neurons)", rate),
     ]
-    lines += [f"- {k}: {v}" for k, v in facts if v is not None]
-    lines += [
+    return [
+        f"# Analysis of {report.get('model', 'model')}",
+        "",
+        *(f"- {k}: {v}" for k, v in facts if v is not None),
         "",
         "## Energy model",
         "",
@@ -209,14 +222,19 @@ def render_markdown(report: dict) -> str:
         "Left out: " + "; ".join(e["left_out"]) + ".",
         "",
     ]
-    if "mfi" in report:
-        lines += ["## Multiplication-free inference", "", report["mfi"]["summary"], ""]
-        for item in report["mfi"]["non_binary_layers"]:
-            lines.append(
-                f"- `{item['name']}`: {item['role']}, {100 * item['fraction']:.1f}% non-binary input"
-            )
-        lines.append("")
-    lines += [
+
+
+def _md_mfi(report: dict) -> list[str]:
+    if "mfi" not in report:
+        return []
+    lines = ["## Multiplication-free inference", "", report["mfi"]["summary"], ""]
+    for item in report["mfi"]["non_binary_layers"]:
+        lines.append(f"- `{item['name']}`: {item['role']}, {100 * item['fraction']:.1f}% non-binary input")
+    return lines + [""]
+
+
+def _md_network(net: dict) -> list[str]:
+    lines = [
         "## Network totals (per image)",
         "",
         "| quantity | value |",
@@ -238,7 +256,11 @@ def render_markdown(report: dict) -> str:
             "its energy equals the ANN's.",
             "",
         ]
-    lines += ["## Totals per stage (per image)", ""]
+    return lines
+
+
+def _md_stages(report: dict) -> list[str]:
+    lines = ["## Totals per stage (per image)", ""]
     lines += ["| stage | layers | dense MACs/step | MACs | SOPs exact | SOPs estimate | energy |"]
     lines += ["|---|---|---|---|---|---|---|"]
     for name, tot in report["stages"].items():
@@ -246,24 +268,28 @@ def render_markdown(report: dict) -> str:
             f"| {name} | {tot['layers']} | {_fmt(tot['dense_macs_per_step'])} | {_fmt(tot['macs'])} | "
             f"{_fmt(tot['sops'])} | {_fmt(tot['sops_estimate'])} | {_energy(tot['energy_pj'])} |"
         )
-    lines += ["", "## Synaptic layers (per image)", ""]
-    lines += [
+    return lines
+
+
+def _md_layers(report: dict) -> list[str]:
+    lines = [
+        "",
+        "## Synaptic layers (per image)",
+        "",
         "| layer | type | stage | input | dense MACs/step | input rate per step | rate | SOPs exact | "
         "SOPs estimate | MACs | energy |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in report["layers"]:
         steps = " ".join(f"{v:.3f}" for v in r["input_rate_per_step"])
-        kind = (
-            r["input_kind"] if r["role"] in ("synaptic", "real-input") else f"{r['input_kind']} ({r['role']})"
-        )
+        plain = r["role"] in ("synaptic", "real-input")
+        kind = r["input_kind"] if plain else f"{r['input_kind']} ({r['role']})"
         lines.append(
             f"| `{r['name']}` | {r['type']} | {r['stage']} | {kind} | {_fmt(r['dense_macs_per_step'])} | "
             f"{steps} | {r['input_rate_mean']:.3f} | {_fmt(r['sops'])} | {_fmt(r['sops_estimate'])} | "
             f"{_fmt(r['macs'])} | {_energy(r['energy_pj'])} |"
         )
-    readouts = [r for r in report["layers"] if "as_accumulation" in r]
-    for r in readouts:
+    for r in (r for r in report["layers"] if "as_accumulation" in r):
         acc = r["as_accumulation"]
         lines += [
             "",
@@ -272,20 +298,22 @@ def render_markdown(report: dict) -> str:
             f"`{acc['source']}` and scales once: {_fmt(acc['sops'])} ACs plus {acc['multiplications']} "
             "multiplications per image.",
         ]
-    if report["neurons"]:
-        lines += ["", "## Neuron layers: firing rate per time step", ""]
-        T = max(len(n["rate_per_step"]) for n in report["neurons"])
-        lines += ["| layer | stage | neurons | " + " | ".join(f"t={t}" for t in range(T)) + " | mean |"]
-        lines += ["|---|---|---|" + "---|" * (T + 1)]
-        for n in report["neurons"]:
-            steps = " | ".join(f"{v:.4f}" for v in n["rate_per_step"])
-            size = n["neurons_per_image"]
-            lines.append(f"| `{n['name']}` | {n['stage']} | {size} | {steps} | {n['rate_mean']:.4f} |")
-    if report.get("notes"):
-        lines += ["", "## Notes", ""] + [f"- {n}" for n in report["notes"]]
-    if report.get("plots"):
-        lines += ["", "## Plots", ""] + [f"- [{p}]({p})" for p in report["plots"]]
-    return "\n".join(lines) + "\n"
+    return lines
+
+
+def _md_neurons(report: dict) -> list[str]:
+    if not report["neurons"]:
+        return []
+    T = max(len(n["rate_per_step"]) for n in report["neurons"])
+    lines = ["", "## Neuron layers: firing rate per time step", ""]
+    lines += ["| layer | stage | neurons | " + " | ".join(f"t={t}" for t in range(T)) + " | mean |"]
+    lines += ["|---|---|---|" + "---|" * (T + 1)]
+    for n in report["neurons"]:
+        steps = " | ".join(f"{v:.4f}" for v in n["rate_per_step"])
+        lines.append(
+            f"| `{n['name']}` | {n['stage']} | {n['neurons_per_image']} | {steps} | {n['rate_mean']:.4f} |"
+        )
+    return lines
 
 
 def write_markdown(report: dict, path: str | Path) -> Path:

@@ -1,9 +1,9 @@
 """``--download``: fetch a data set's official files into the data directory and unpack them.
 
-Downloads go to a temporary name and are renamed when complete, so an interrupted download never looks
-like data. The md5 of each file is compared with the official sum and reported; a difference is shown,
-not fatal (a broken download still fails clearly when the archive is unpacked or read). Without internet
-the error says so plainly.
+Downloads are written atomically (``spikemlp._files``), so an interrupted download never looks like data.
+The md5 of each file is compared with the official sum and reported; a difference is shown, not fatal (a
+broken download still fails clearly when the archive is unpacked or read). Without internet the error
+says so plainly.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
+from .._files import atomic_write
 from .errors import DataError
 from .info import Download, get_info
 from .locations import download_dir, find_data_dir
@@ -35,19 +36,21 @@ def md5_of(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def _download(url: str, tmp: str, timeout: float, h) -> None:
+    with _urlopen(url, timeout=timeout) as response, open(tmp, "wb") as out:
+        for block in iter(lambda: response.read(_CHUNK), b""):
+            out.write(block)
+            h.update(block)
+
+
 def _fetch(item: Download, dest: Path, timeout: float, log: Callable[[str], None]) -> Path:
     """Download ``item`` to ``dest`` (tried mirror by mirror); returns ``dest``."""
     errors = []
     for url in item.urls:
-        tmp = dest.with_name(dest.name + ".part")
+        h = hashlib.md5()
         try:
             log(f"downloading {url}")
-            h = hashlib.md5()
-            with _urlopen(url, timeout=timeout) as response, open(tmp, "wb") as out:
-                for block in iter(lambda r=response: r.read(_CHUNK), b""):
-                    out.write(block)
-                    h.update(block)
-            os.replace(tmp, dest)
+            atomic_write(dest, lambda tmp, url=url, h=h: _download(url, tmp, timeout, h), suffix=".part")
         except (
             urllib.error.URLError,
             TimeoutError,
@@ -55,7 +58,6 @@ def _fetch(item: Download, dest: Path, timeout: float, log: Callable[[str], None
             http.client.HTTPException,
             OSError,
         ) as err:
-            tmp.unlink(missing_ok=True)
             reason = getattr(err, "reason", None) or err
             errors.append(f"{url}: {reason}")
             continue

@@ -1,7 +1,7 @@
 """``spikemlp export onnx MODEL OUT.onnx``: write a model as ONNX and check it with onnxruntime.
 
 ``--checkpoint`` takes a spikemlp checkpoint (a run or checkpoint folder, or a .safetensors file) or a
-PyTorch weights file (.pt/.pth, read with ``weights_only=True``), e.g. the SNN-MLP authors'
+PyTorch weights file (.pt/.pth, read by ``spikemlp.convert.reader``), e.g. the SNN-MLP authors'
 snnmlp_tiny_81.88.pt, whose keys are converted. A checkpoint written by ``spikemlp train`` carries its
 configuration, so the model is rebuilt as it was trained (width, depths, T, classes, image size); for
 other weights the number of classes is read off the classifier unless ``--num-classes`` is given.
@@ -12,35 +12,19 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import pickle
-import zipfile
 from pathlib import Path
 
 import torch
 
+from ..convert.reader import TORCH_SUFFIXES, read_state_dict
 from ..errors import UserError
-
-_TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
 
 
 def _read_checkpoint(path: Path) -> dict:
     if not path.exists():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    if path.is_file() and path.suffix in _TORCH_SUFFIXES:
-        try:
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        except (pickle.UnpicklingError, RuntimeError, zipfile.BadZipFile, EOFError) as err:
-            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-            raise UserError(
-                f"{path}: not a weights file readable with weights_only=True ({first}); "
-                "save just the state dict (torch.save(model.state_dict(), F))"
-            ) from None
-        if isinstance(checkpoint, dict):
-            for key in ("model", "state_dict"):
-                if isinstance(checkpoint.get(key), dict):
-                    return checkpoint[key]
-            return checkpoint
-        raise UserError(f"{path}: expected a state dict, found a {type(checkpoint).__name__}")
+    if path.is_file() and path.suffix in TORCH_SUFFIXES:
+        return read_state_dict(path)
     from ..train.checkpoint import load_weights
 
     state_dict, _ = load_weights(path)
@@ -64,7 +48,7 @@ def _training_checkpoint(path: Path) -> Path | None:
     best/), else None (plain weights, or nothing there: ``_read_checkpoint`` reports that)."""
     from ..train import checkpoint as ckpt
 
-    if path.is_file() and path.suffix in _TORCH_SUFFIXES:
+    if path.is_file() and path.suffix in TORCH_SUFFIXES:
         return None
     if path.is_dir() and not (path / ckpt.MODEL_FILE).exists() and (path / "best").exists():
         path = path / "best"

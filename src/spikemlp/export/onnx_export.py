@@ -14,8 +14,6 @@ constant. A graph that does not read its input is refused with a clear error rat
 
 from __future__ import annotations
 
-import os
-import tempfile
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,6 +21,8 @@ from pathlib import Path
 
 import torch
 from torch import nn
+
+from .._files import atomic_write
 
 DEFAULT_OPSET = 17
 
@@ -52,11 +52,21 @@ def reference_neurons(model: nn.Module) -> Iterator[None]:
             m.backend = backend
 
 
-def _check_graph_reads_input(path: str | os.PathLike, model: nn.Module) -> None:
+def _export(model: nn.Module, images: torch.Tensor, tmp: str, opset: int, dynamic: bool) -> None:
+    """Trace ``model`` on ``images`` into the ONNX file ``tmp``; refuse a graph that ignores its input."""
     import onnx
 
-    inputs = [i.name for i in onnx.load(str(path), load_external_data=False).graph.input]
-    if "images" not in inputs:
+    torch.onnx.export(
+        model,
+        (images,),
+        tmp,
+        dynamo=False,
+        opset_version=opset,
+        input_names=["images"],
+        output_names=["logits"],
+        dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}} if dynamic else None,
+    )
+    if "images" not in [i.name for i in onnx.load(tmp, load_external_data=False).graph.input]:
         raise ValueError(
             f"ONNX export of {type(model).__name__} produced a graph that ignores its input (an operation "
             "the tracer cannot see was recorded as a constant); nothing was written"
@@ -102,34 +112,14 @@ def export_onnx(
 
     was_training = model.training
     model.eval()
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent or ".")
-    os.close(fd)
     try:
         with torch.no_grad(), warnings.catch_warnings(), reference_neurons(model):
             # The tracer warns about Python-level shape checks (constant for a fixed image size) and the
             # exporter about its own deprecation; neither concerns the exported graph.
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
             warnings.simplefilter("ignore", DeprecationWarning)
-            torch.onnx.export(
-                model,
-                (images,),
-                tmp,
-                dynamo=False,
-                opset_version=opset,
-                input_names=["images"],
-                output_names=["logits"],
-                dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}} if dynamic else None,
-            )
+            atomic_write(path, lambda tmp: _export(model, images, tmp, opset, dynamic))
             expected = model(check_images).float().cpu() if check else None
-        _check_graph_reads_input(tmp, model)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private; give it the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     finally:
         model.train(was_training)
 

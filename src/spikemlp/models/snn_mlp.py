@@ -17,10 +17,7 @@ Variants: ``snn_mlp_t``, ``snn_mlp_s``, ``snn_mlp_b`` (224 x 224, 1000 classes) 
 
 from __future__ import annotations
 
-import pickle
-import zipfile
 from collections.abc import Callable, Iterable, Sequence
-from functools import partial
 from pathlib import Path
 
 import torch
@@ -29,6 +26,9 @@ from timm.layers import DropPath, Mlp, trunc_normal_
 from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
 from torch import nn
 
+from ..convert import KeyMismatchError
+from ..convert import snn_mlp as authors_layout
+from ..convert.reader import read_state_dict, state_dict_in
 from ..data.info import DATASET_INFO
 from ..layers.group_lif_mixing import GroupLIFTokenMixing, group_norm1
 
@@ -368,26 +368,6 @@ def _looks_like_authors_layout(state_dict: dict) -> bool:
     return any(k.startswith("layers.") for k in state_dict)
 
 
-def _unwrap(checkpoint, source: str) -> dict:
-    if isinstance(checkpoint, dict):
-        for key in ("model", "state_dict"):
-            if isinstance(checkpoint.get(key), dict):
-                checkpoint = checkpoint[key]
-                break
-        if checkpoint and all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
-            return checkpoint
-        what = (
-            "an empty dict"
-            if not checkpoint
-            else f"a dict with keys {', '.join(map(str, list(checkpoint)[:5]))}"
-        )
-    else:
-        what = type(checkpoint).__name__
-    raise ValueError(
-        f"{source}: not an SNN-MLP state dict (expected a dict of tensors, bare or under 'model'); got {what}"
-    )
-
-
 def checkpoint_filter_fn(state_dict: dict, model: SNNMLP) -> dict:
     """timm's ``pretrained_filter_fn``: accept the authors' layout (docs/snn_mlp.md#weight-layout) or ours,
     return ours.
@@ -396,19 +376,14 @@ def checkpoint_filter_fn(state_dict: dict, model: SNNMLP) -> dict:
     error when the checkpoint is for another variant); the classifier is left to timm, which drops it
     when ``num_classes`` differs.
     """
-    from ..convert import snn_mlp as convert
-
-    state_dict = _unwrap(state_dict, "checkpoint")
-    state_dict = {k[len("module.") :] if k.startswith("module.") else k: v for k, v in state_dict.items()}
+    state_dict = state_dict_in(state_dict, "SNN-MLP checkpoint")
     if _looks_like_authors_layout(state_dict):
-        state_dict = convert.to_spikemlp(state_dict, depths=model.depths)
+        state_dict = authors_layout.to_spikemlp(state_dict, depths=model.depths)
     _check_against_model(state_dict, model)
     return state_dict
 
 
 def _check_against_model(state_dict: dict, model: nn.Module) -> None:
-    from ..convert import KeyMismatchError
-
     expected = model.state_dict()
     head = {k for k in expected if k.startswith("head.")} | {k for k in state_dict if k.startswith("head.")}
     missing = set(expected) - set(state_dict) - head
@@ -434,31 +409,17 @@ def load_authors_weights(model: SNNMLP, path: str | Path, strict: bool = True) -
     keys in the authors' layout are converted. With ``strict=False`` a classifier of another size is
     skipped (fine-tuning to a new number of classes).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise _missing_file(path)
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, zipfile.BadZipFile, EOFError) as err:
-        raise _unreadable_file(path, err) from None
+    checkpoint = _read_weights(path)
     state_dict = checkpoint_filter_fn(checkpoint, model) if strict else _lenient(checkpoint, model)
     model.load_state_dict(state_dict, strict=strict)
     return model
 
 
-def _missing_file(path: Path) -> FileNotFoundError:
-    return FileNotFoundError(
-        f"SNN-MLP weights not found: {path}. Download them (e.g. snnmlp_tiny_81.88.pt) from the authors' "
-        "release page, https://github.com/huawei-noah/Efficient-AI-Backbones/releases/tag/snnmlp"
-    )
-
-
-def _unreadable_file(path: Path, err: Exception) -> ValueError:
-    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    return ValueError(
-        f"{path}: cannot read as a PyTorch weights file with weights_only=True ({first}). "
-        "spikemlp never unpickles arbitrary objects; if this is a full training checkpoint, save just "
-        "its state dict (torch.save(ckpt['model'], 'weights.pt')) in an environment you trust."
+def _read_weights(path: str | Path) -> dict:
+    return read_state_dict(
+        path,
+        missing_hint=". Download the SNN-MLP weights (e.g. snnmlp_tiny_81.88.pt) from the authors' release "
+        "page, https://github.com/huawei-noah/Efficient-AI-Backbones/releases/tag/snnmlp",
     )
 
 
@@ -524,8 +485,11 @@ default_cfgs = generate_default_cfgs(
 
 
 def _create_snn_mlp(variant: str, pretrained: bool = False, **kwargs) -> SNNMLP:
-    build = partial(
-        build_model_with_cfg,
+    overlay = kwargs.get("pretrained_cfg_overlay") or {}
+    if pretrained and overlay.get("file"):
+        # Read the file here, not in timm, so that every SNN-MLP file goes through the one reader.
+        kwargs["pretrained_cfg_overlay"] = dict(overlay, state_dict=_read_weights(overlay["file"]))
+    return build_model_with_cfg(
         SNNMLP,
         variant,
         pretrained,
@@ -533,20 +497,6 @@ def _create_snn_mlp(variant: str, pretrained: bool = False, **kwargs) -> SNNMLP:
         feature_cfg=dict(flatten_sequential=True, out_indices=(0, 1, 2, 3)),
         **kwargs,
     )
-    file = (kwargs.get("pretrained_cfg_overlay") or {}).get("file") if pretrained else None
-    if not file:
-        return build()
-    # timm reads the file with torch.load(weights_only=True); turn its bare errors into readable ones.
-    if not Path(file).is_file():
-        raise _missing_file(Path(file))
-    try:
-        return build()
-    except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError) as err:
-        raise _unreadable_file(Path(file), err) from None
-    except RuntimeError as err:
-        if "size mismatch" in str(err) or "state_dict" in str(err):
-            raise
-        raise _unreadable_file(Path(file), err) from None
 
 
 def _variant(variant: str, pretrained: bool, defaults: dict, kwargs: dict) -> SNNMLP:

@@ -26,12 +26,13 @@ import hashlib
 import os
 import shutil
 import subprocess
-import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
+
+from .._files import atomic_write
 
 INCLUDE_DIR = Path(__file__).with_name("csrc")
 _CFLAGS = ["-std=c++17", "-O3", "-ffp-contract=off", "-fno-fast-math", "-fno-trapping-math", "-fPIC"]
@@ -74,21 +75,15 @@ def _build(source: Path, compiler: str) -> Path:
     target = _cache_dir() / f"{source.stem}_{key.hexdigest()[:16]}.so"
     if target.exists():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # Build under a temporary name and rename: concurrent processes never load a half-written file.
-    fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
-    os.close(fd)
-    try:
-        cmd = [compiler, *flags, str(source), "-o", tmp, *_LDFLAGS]
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-        if done.returncode != 0:
-            lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
-            raise RuntimeError(f"{compiler} failed: {lines[-1] if lines else done.returncode}")
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return target
+    # Built under a temporary name and renamed: concurrent processes never load a half-written file.
+    return atomic_write(target, lambda tmp: _compile(compiler, [*flags, str(source), "-o", tmp, *_LDFLAGS]))
+
+
+def _compile(compiler: str, args: list[str]) -> None:
+    done = subprocess.run([compiler, *args], capture_output=True, text=True, timeout=600)
+    if done.returncode != 0:
+        lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
+        raise RuntimeError(f"{compiler} failed: {lines[-1] if lines else done.returncode}")
 
 
 class NativeLibrary:

@@ -93,14 +93,18 @@ class FoldedMLPSPE(MLPSPE):
         return (summed * (1.0 / (H * W))).view(T, B, -1) + self.head.bias
 
 
+def _fold_into_rows(block: nn.Module, pairs) -> None:
+    """For each (layer, BN name): the BN, per output feature of the layer, into its rows and bias."""
+    for layer, bn_name in pairs:
+        w, b = fold_rows(layer.weight, layer.bias, *bn_affine(getattr(block, bn_name)))
+        _set(layer, "weight", w, layer.weight)
+        _set(layer, "bias", b, layer.weight)
+        setattr(block, bn_name, nn.Identity())
+
+
 def _fold_channel_mlp(block: ChannelMLP) -> None:
     if block.channel_bn == "channel":
-        for fc, bn_name in ((block.fc1, "norm1"), (block.fc2, "norm2")):
-            w, b = fold_rows(fc.weight, fc.bias, *bn_affine(getattr(block, bn_name)))
-            like = fc.weight
-            _set(fc, "weight", w, like)
-            _set(fc, "bias", b, like)
-            setattr(block, bn_name, nn.Identity())
+        _fold_into_rows(block, ((block.fc1, "norm1"), (block.fc2, "norm2")))
         return
     # First per-token BN -> per-token threshold/bias of the following LIF (input laid out [T, B, P, D]).
     a1, d1 = bn_affine(block.norm1)
@@ -125,12 +129,7 @@ def _to_like(module: nn.Module, like: torch.Tensor) -> None:
 
 
 def _fold_token_mixing(block: AxialTokenMixing) -> None:
-    for proj, bn_name in ((block.proj_w, "norm_w"), (block.proj_h, "norm_h")):
-        w, b = fold_rows(proj.weight, proj.bias, *bn_affine(getattr(block, bn_name)))
-        like = proj.weight
-        _set(proj, "weight", w, like)
-        _set(proj, "bias", b, like)
-        setattr(block, bn_name, nn.Identity())
+    _fold_into_rows(block, ((block.proj_w, "norm_w"), (block.proj_h, "norm_h")))
     block.fuse = _folded_conv(block.fuse, block.fuse_norm)
     block.fuse_norm = nn.Identity()
     if block.identity_norm is not None:

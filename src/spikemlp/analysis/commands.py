@@ -75,8 +75,9 @@ def _load_model(args: argparse.Namespace):
 def run_analyze(args: argparse.Namespace) -> int:
     import torch
 
+    from .. import models
     from ..train import loaders
-    from ..train.trainer import build_model
+    from ..train.config import to_dict
     from .analyzer import analyze
 
     if args.limit is not None and args.limit <= 0:
@@ -88,9 +89,7 @@ def run_analyze(args: argparse.Namespace) -> int:
     facts = loaders.facts(data, cfg.img_size)
     if model is None:
         num_classes = cfg.num_classes or facts.num_classes
-        model = build_model(cfg, num_classes)
-        if cfg.dtype == "float64":
-            model = model.double()
+        model = models.from_config(to_dict(cfg), num_classes)
     elif facts.num_classes != num_classes:
         raise ValueError(
             f"the checkpoint classifies {num_classes} classes but {data} has {facts.num_classes}; "

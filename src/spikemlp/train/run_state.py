@@ -16,8 +16,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from .. import models
 from . import checkpoint as ckpt
-from .config import TrainConfig
+from .config import TrainConfig, to_dict
 from .distributed import DistInfo
 from .optim import ScheduleClock, build_optimizer, build_scheduler, lif_parameter_names
 from .state import capture_rng, seed_everything
@@ -134,12 +135,9 @@ def build_state(
 ) -> RunState:
     """The run's model (the same initial weights on every rank: seeded before building; DDP also
     broadcasts rank 0's) and everything around it: DDP, compilation, EMA, optimizer, schedule, scaler."""
-    from .trainer import build_model
-
     device = info.device
     seed_everything(cfg.seed)
-    dtype = torch.float64 if cfg.dtype == "float64" else torch.float32
-    model = build_model(cfg, num_classes).to(device=device, dtype=dtype)
+    model = models.from_config(to_dict(cfg), num_classes).to(device)
     if cfg.grad_checkpointing:
         if not hasattr(model, "set_grad_checkpointing"):
             raise ValueError(

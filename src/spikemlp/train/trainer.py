@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .. import models
 from . import checkpoint as ckpt
 from . import loaders
 from .config import TrainConfig, load_yaml, save_config, to_dict
@@ -57,44 +58,9 @@ class TrainResult:
 # model
 
 
-def model_names() -> list[str]:
-    import timm
-
-    import spikemlp  # noqa: F401  (registers the spikemlp models with timm)
-
-    return timm.list_models()
-
-
 def build_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
-    """``timm.create_model`` with the config's model arguments; an unknown name lists the close matches."""
-    import difflib
-
-    import timm
-
-    names = model_names()
-    if cfg.model not in names:
-        ours = [n for n in names if n.startswith(("mlp_spe", "mlp_s", "snn_mlp"))]
-        close = difflib.get_close_matches(cfg.model, names, n=4, cutoff=0.6)
-        hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise ValueError(
-            f"unknown model '{cfg.model}'.{hint} spikemlp models: {', '.join(ours) or '(none registered)'}; "
-            "any timm model name also works"
-        )
-    kwargs = dict(cfg.model_kwargs)
-    if cfg.T is not None:
-        kwargs["T"] = cfg.T
-    if cfg.img_size is not None:
-        kwargs["img_size"] = cfg.img_size
-    if cfg.drop_path > 0:
-        kwargs["drop_path_rate"] = cfg.drop_path
-    try:
-        model = timm.create_model(cfg.model, num_classes=num_classes, **kwargs)
-    except TypeError as err:
-        raise ValueError(
-            f"model '{cfg.model}' does not take the arguments {sorted(kwargs)} ({err}); for models without "
-            "time steps set T: null, and check model_kwargs"
-        ) from None
-    return model
+    """The model ``cfg`` describes (see :func:`spikemlp.models.from_config`)."""
+    return models.from_config(to_dict(cfg), num_classes)
 
 
 def model_metadata(cfg: TrainConfig, num_classes: int, classes: list[str]) -> dict[str, str]:
@@ -123,8 +89,6 @@ def model_from_checkpoint(
         )
     cfg = from_dict(json.loads(meta["config"]), where=f"the metadata of {path}")
     model = build_model(cfg, int(meta["num_classes"]))
-    if cfg.dtype == "float64":
-        model = model.double()
     missing, unexpected = model.load_state_dict(weights, strict=False)
     if missing or unexpected:
         raise ckpt.CheckpointError(

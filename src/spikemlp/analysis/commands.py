@@ -76,7 +76,7 @@ def run_analyze(args: argparse.Namespace) -> int:
     import torch
 
     from .. import models
-    from ..train import loaders
+    from ..data import loaders
     from ..train.config import to_dict
     from .analyzer import analyze
 

@@ -197,8 +197,8 @@ def _format_per_class(names: list[str], acc: list[float], totals: list[int]) -> 
 def run_eval(args: argparse.Namespace) -> int:
     import torch
 
+    from ..data import loaders
     from . import checkpoint as ckpt
-    from . import loaders
     from .distributed import pick_device
     from .evaluate import evaluate
     from .trainer import model_from_checkpoint

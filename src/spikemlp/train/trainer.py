@@ -25,8 +25,8 @@ import torch
 from torch import nn
 
 from .. import models
+from ..data import loaders
 from . import checkpoint as ckpt
-from . import loaders
 from .config import TrainConfig, load_yaml, save_config, to_dict
 from .distributed import (
     DistInfo,

@@ -7,7 +7,7 @@ import os
 import pytest
 import torch
 
-from spikemlp.train import checkpoint as ckpt
+from spikemlp import checkpoint as ckpt
 
 
 def _weights(value: float) -> dict[str, torch.Tensor]:

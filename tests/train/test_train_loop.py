@@ -14,10 +14,10 @@ import torch
 import train_tiny_models  # noqa: F401  (registers train_tiny_snn)
 from safetensors.torch import load_file
 
+from spikemlp import checkpoint as ckpt
 from spikemlp.cli import main as cli_main
 from spikemlp.data.loaders import synthetic_split
 from spikemlp.train import NonFiniteLossError, load_config, load_state, train
-from spikemlp.train import checkpoint as ckpt
 from spikemlp.train.config import ConfigError, from_dict
 from spikemlp.train.epoch import criterion
 from spikemlp.train.optim import build_scheduler, param_groups

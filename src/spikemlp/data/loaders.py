@@ -15,6 +15,7 @@ evaluation set is split into disjoint slices ``rank::world_size`` so that summed
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -26,6 +27,40 @@ from .info import DATASET_INFO, DatasetInfo
 from .load import load_split
 from .locations import find_data_dir
 from .synthetic import SYNTHETIC, SYNTHETIC_INFO, synthetic_split
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalSettings:
+    """How an evaluation reads a data set. The fields are keys of the training configuration, with its
+    defaults (``spikemlp.train.TrainConfig`` works wherever an ``EvalSettings`` is asked for), so a run's
+    recorded configuration gives its evaluation: :meth:`from_config`."""
+
+    img_size: int | None = None
+    pipeline: str = "auto"
+    auto_augment: str | None = None  # a RandAugment recipe trains (and so evaluates) through timm
+    interpolation: str = "bicubic"
+    crop_pct: float = 0.875
+    synthetic_size: int = 1024
+    data_dir: str | None = None
+    eval_batch_size: int = 0  # 0: 2 x batch_size
+    batch_size: int = 128
+    workers: int = 4
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], **overrides) -> EvalSettings:
+        """The settings in a run's configuration (other keys are ignored), then ``overrides``."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{**{k: v for k, v in config.items() if k in names}, **overrides})
+
+
+def eval_batches(name: str, split: str, settings: EvalSettings, device):
+    """(loader, split, facts) for evaluating on split ``split`` of data set ``name`` in one process."""
+    facts_ = facts(name, settings.img_size)
+    data = load(name, split, settings.data_dir, settings.synthetic_size, settings.img_size)
+    pipeline = choose_pipeline(
+        settings.pipeline, data, facts_.image_size, settings.img_size, settings.auto_augment
+    )
+    return build_eval_loader(settings, data, facts_, pipeline, 0, 1, device), data, facts_
 
 
 def data_names() -> list[str]:
@@ -304,7 +339,8 @@ def eval_transform(cfg, facts_: DatasetInfo, size: int):
 
 
 def build_eval_loader(cfg, split, facts_: DatasetInfo, pipeline: str, rank: int, world_size: int, device):
-    """Batches of this rank's slice ``rank::world_size`` of the evaluation split, in order, unaugmented."""
+    """Batches of this rank's slice ``rank::world_size`` of the evaluation split, in order, unaugmented
+    (``cfg``: an :class:`EvalSettings` or the training configuration)."""
     batch = cfg.eval_batch_size or 2 * cfg.batch_size
     if pipeline == "tensor":
         if world_size > 1:

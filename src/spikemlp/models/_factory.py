@@ -4,7 +4,7 @@ The models live in timm's registry (``timm.create_model`` works after ``import s
 restricts the listing to the families defined in ``spikemlp.models`` and gives a clear error for a typo,
 where timm's own message names no alternatives. ``create`` builds a spikemlp model; ``build`` (any timm
 model, for a number of classes) and ``from_config`` (the model a run's configuration describes) are what
-training, analysis and export build their models with.
+training, analysis and export build their models with; ``from_checkpoint`` rebuilds a trained one.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import difflib
 import fnmatch
 import pkgutil
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import timm
@@ -83,4 +84,21 @@ def from_config(config: Mapping[str, Any], num_classes: int) -> nn.Module:
     return model.double() if config.get("dtype") == "float64" else model
 
 
-__all__ = ["build", "create", "family_modules", "from_config", "list_models"]
+def from_checkpoint(path: str | Path, ema: bool = False) -> tuple[nn.Module, dict[str, Any], dict[str, str]]:
+    """The model stored at ``path`` by ``spikemlp train`` (a run folder: its ``last``; a checkpoint folder;
+    a weights file), in eval mode, with the run's configuration (a dict) and the weights' metadata."""
+    from .. import checkpoint as ckpt
+
+    weights, meta = ckpt.load_weights(path, ema=ema)
+    config = ckpt.run_config(meta, path)
+    model = from_config(config, int(meta["num_classes"]))
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    if missing or unexpected:
+        raise ckpt.CheckpointError(
+            f"weights in {path} do not fit model '{config['model']}': missing {list(missing)[:5]}, "
+            f"unexpected {list(unexpected)[:5]}"
+        )
+    return model.eval(), config, meta
+
+
+__all__ = ["build", "create", "family_modules", "from_checkpoint", "from_config", "list_models"]

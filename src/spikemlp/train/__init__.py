@@ -7,7 +7,7 @@
     print(result.summary["top1"])
 """
 
-from .checkpoint import CheckpointError, load_state, load_weights, save_checkpoint
+from ..checkpoint import CheckpointError, load_state, load_weights, save_checkpoint
 from .config import ConfigError, TrainConfig, load_config
 from .evaluate import EvalResult, evaluate
 from .trainer import NonFiniteLossError, TrainResult, build_model, model_from_checkpoint, train

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import checkpoint as ckpt
+from .. import checkpoint as ckpt
 from .config import TrainConfig
 from .distributed import DistInfo, all_reduce_sum, broadcast_float
 from .run_log import RunLog

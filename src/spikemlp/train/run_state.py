@@ -16,8 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from .. import checkpoint as ckpt
 from .. import models
-from . import checkpoint as ckpt
 from .config import TrainConfig, to_dict
 from .distributed import DistInfo
 from .optim import ScheduleClock, build_optimizer, build_scheduler, lif_parameter_names

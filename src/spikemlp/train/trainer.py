@@ -1,7 +1,7 @@
 """The training loop behind ``spikemlp train``: one function, :func:`train`, from a config to a run folder.
 
 A run folder holds ``config.yaml`` (the resolved configuration), ``metrics.csv`` (one row per epoch),
-TensorBoard event files, the checkpoints ``last/`` and ``best/`` (see :mod:`spikemlp.train.checkpoint`)
+TensorBoard event files, the checkpoints ``last/`` and ``best/`` (see :mod:`spikemlp.checkpoint`)
 and, at the end, ``summary.json``. Under ``torchrun`` every rank trains its shard and only rank 0 writes.
 
 The parts: :mod:`.run_state` (model, optimizer, EMA, RNG and their checkpoint: exact resume),
@@ -24,10 +24,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from .. import checkpoint as ckpt
 from .. import models
 from ..data import loaders
-from . import checkpoint as ckpt
-from .config import TrainConfig, load_yaml, save_config, to_dict
+from .config import TrainConfig, from_dict, load_yaml, save_config, to_dict
 from .distributed import (
     DistInfo,
     all_reduce_sum,
@@ -43,8 +43,6 @@ from .evaluate import EvalResult, evaluate
 from .run_log import EpochRecord, RunLog
 from .run_state import build_state
 from .time_budget import TimeBudget
-
-CHECKPOINT_FORMAT = "spikemlp-checkpoint-1"
 
 
 @dataclass
@@ -63,39 +61,13 @@ def build_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
     return models.from_config(to_dict(cfg), num_classes)
 
 
-def model_metadata(cfg: TrainConfig, num_classes: int, classes: list[str]) -> dict[str, str]:
-    """What a weights file needs to rebuild its model and its evaluation transform."""
-    return {
-        "format": CHECKPOINT_FORMAT,
-        "model": cfg.model,
-        "num_classes": str(num_classes),
-        "classes": json.dumps(classes),
-        "config": json.dumps(to_dict(cfg)),
-    }
-
-
 def model_from_checkpoint(
     path: str | Path, ema: bool = False
 ) -> tuple[nn.Module, TrainConfig, dict[str, str]]:
     """The model stored at ``path`` (run folder, checkpoint folder or weights file), in eval mode, with the
-    configuration it was trained with."""
-    from .config import from_dict
-
-    weights, meta = ckpt.load_weights(path, ema=ema)
-    if meta.get("format") != CHECKPOINT_FORMAT or "config" not in meta:
-        raise ckpt.CheckpointError(
-            f"{path} is not a spikemlp training checkpoint (its weights file has no model metadata); "
-            "to load raw weights use timm.create_model(...).load_state_dict(safetensors.torch.load_file(...))"
-        )
-    cfg = from_dict(json.loads(meta["config"]), where=f"the metadata of {path}")
-    model = build_model(cfg, int(meta["num_classes"]))
-    missing, unexpected = model.load_state_dict(weights, strict=False)
-    if missing or unexpected:
-        raise ckpt.CheckpointError(
-            f"weights in {path} do not fit model '{cfg.model}': missing {list(missing)[:5]}, "
-            f"unexpected {list(unexpected)[:5]}"
-        )
-    return model.eval(), cfg, meta
+    configuration it was trained with (see :func:`spikemlp.models.from_checkpoint`)."""
+    model, config, meta = models.from_checkpoint(path, ema=ema)
+    return model, from_dict(config, where=f"the metadata of {path}"), meta
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -213,7 +185,7 @@ class _Run:
             save_config(cfg, run_dir / "config.yaml")
         self.log = RunLog(run_dir, info.is_main, self.state.epoch, progress=cfg.progress)
         self._announce(resume)
-        self.model_meta = model_metadata(cfg, d.num_classes, d.classes)
+        self.model_meta = ckpt.model_metadata(to_dict(cfg), d.num_classes, d.classes)
         self.epochs = EpochRunner(
             cfg,
             info,

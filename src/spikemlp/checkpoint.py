@@ -1,9 +1,10 @@
-"""Checkpoints: a folder per checkpoint (``RUN_DIR/last``, ``RUN_DIR/best``) written atomically, read without
-unpickling.
+"""Checkpoints of ``spikemlp train``: a folder per checkpoint (``RUN_DIR/last``, ``RUN_DIR/best``) written
+atomically, read without unpickling. Training writes them; evaluation, analysis and export read them
+(``spikemlp.models.from_checkpoint`` rebuilds the model), so this module depends on neither side.
 
 A checkpoint folder holds
-- ``model.safetensors``: the weights, with the model name and arguments in the file's metadata, so the
-  weights alone rebuild the model (``spikemlp eval``, the analysis tools);
+- ``model.safetensors``: the weights, with the run's configuration, number of classes and class names in
+  the file's metadata (:func:`model_metadata`), so the weights alone rebuild the model;
 - ``ema.safetensors``: the EMA weights, when the run keeps an EMA;
 - ``state.pt``: everything needed to resume (optimizer, scheduler, RNG states, epoch and step counters),
   saved with ``torch.save`` as plain tensors, numbers, strings, lists and dicts, and loaded with
@@ -22,6 +23,7 @@ import os
 import pickle
 import shutil
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
+FORMAT = "spikemlp-checkpoint-1"
 MODEL_FILE = "model.safetensors"
 EMA_FILE = "ema.safetensors"
 STATE_FILE = "state.pt"
@@ -55,6 +58,36 @@ def _fsync_dir(path: Path) -> None:
 def _fsync_file(path: Path) -> None:
     with open(path, "rb+") as f:
         os.fsync(f.fileno())
+
+
+def model_metadata(config: Mapping[str, Any], num_classes: int, classes: list[str]) -> dict[str, str]:
+    """What a weights file carries to rebuild its model and its evaluation: the run's configuration (the
+    training configuration as a dict), the number of classes and their names."""
+    return {
+        "format": FORMAT,
+        "model": str(config["model"]),
+        "num_classes": str(num_classes),
+        "classes": json.dumps(classes),
+        "config": json.dumps(dict(config)),
+    }
+
+
+def run_config(meta: Mapping[str, str], path: str | Path) -> dict[str, Any]:
+    """The run's configuration in the metadata ``meta`` of the weights at ``path``."""
+    if meta.get("format") != FORMAT or "config" not in meta:
+        raise CheckpointError(
+            f"{path} is not a spikemlp training checkpoint (its weights file has no model metadata); "
+            "to load raw weights use timm.create_model(...).load_state_dict(safetensors.torch.load_file(...))"
+        )
+    return json.loads(meta["config"])
+
+
+def evaluation_weights(path: str | Path) -> Path:
+    """``path``, or its ``best/`` checkpoint when ``path`` is a run folder: the weights to evaluate."""
+    path = Path(path)
+    if path.is_dir() and not (path / MODEL_FILE).exists() and (path / "best").exists():
+        return path / "best"
+    return path
 
 
 def plain_state_dict(module: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -20,7 +20,7 @@ from .. import checkpoint as ckpt
 from .. import models
 from .config import TrainConfig, to_dict
 from .distributed import DistInfo
-from .optim import ScheduleClock, build_optimizer, build_scheduler, lif_parameter_names
+from .optim import ScheduleClock, build_optimizer, build_scheduler
 from .state import capture_rng, seed_everything
 
 
@@ -174,7 +174,6 @@ def build_state(
     seed_everything(cfg.seed + info.rank)  # per-rank streams for dropout, mixup, augmentation
     global_batch = cfg.batch_size * cfg.accum_steps * info.world_size
     optimizer = build_optimizer(model, cfg, global_batch)
-    lif_names = lif_parameter_names(model)
     scheduler = build_scheduler(optimizer, cfg, global_batch, total_steps, warmup_steps)
     return RunState(
         model=model,
@@ -184,7 +183,8 @@ def build_state(
         clock=ScheduleClock(scheduler.warmup_t, total_steps),
         scaler=torch.amp.GradScaler("cuda", enabled=cfg.amp == "fp16" and device.type == "cuda"),
         ema=ema,
-        lif_params=[p for n, p in model.named_parameters() if n in lif_names],
+        # the LIF group of the optimizer (spikemlp.models.snn_mlp.param_groups), frozen for the first epochs
+        lif_params=[p for g in optimizer.param_groups if g.get("name") == "lif" for p in g["params"]],
     )
 
 

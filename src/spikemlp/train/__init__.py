@@ -1,4 +1,5 @@
-"""Training and evaluation: recipes (config), the loop, checkpoints, distributed set-up and evaluation.
+"""Training and evaluation: recipes (config), the loop (trainer, run_state, epoch, time_budget, run_log),
+distributed set-up and evaluation. Checkpoints are :mod:`spikemlp.checkpoint`'s, re-exported here.
 
 ``spikemlp train`` and ``spikemlp eval`` drive this package; from Python::
 

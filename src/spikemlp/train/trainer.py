@@ -177,9 +177,9 @@ class _Run:
             fitted=resume,  # a resumed run keeps its fitted number of steps (refreshed at epoch ends)
             started_at=started_at,
         )
-        if resume and self.budget.resumed_total(planned, self.state.global_step) != planned:
-            # resumed with a new --epochs: the rest of the schedule stretches (or shrinks) to the new end
-            self.state.replan(self.budget.resumed_total(planned, self.state.global_step))
+        replanned = self.budget.resumed_total(planned, self.state.global_step)
+        if replanned != planned:  # resumed with a new --epochs: the rest of the schedule stretches or shrinks
+            self.state.replan(replanned)
         if info.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
             save_config(cfg, run_dir / "config.yaml")
@@ -227,7 +227,6 @@ class _Run:
     def evaluate(self, module: nn.Module) -> EvalResult:
         cfg, info = self.cfg, self.info
         broadcast_buffers(module, info)  # every rank evaluates with rank 0's statistics, the checkpoint's
-        dtype = torch.float64 if cfg.dtype == "float64" else torch.float32
         return evaluate(
             module,
             self.data.test_loader,
@@ -235,7 +234,7 @@ class _Run:
             info.device,
             info,
             autocast(cfg, info.device),
-            dtype,
+            self.epochs.dtype,
             cfg.tta,
         )
 

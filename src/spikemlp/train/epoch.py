@@ -77,33 +77,24 @@ class EpochStats:
 
 
 class EpochRunner:
-    """Runs epochs of ``state`` over ``loader`` (``micro_per_epoch`` forward passes each).
+    """Runs epochs of ``state`` over ``data.train_loader`` (``data.micro_per_epoch`` forward passes each).
 
     ``save_last`` writes the resume checkpoint (a collective); ``run_dir`` names the kept checkpoint when
     the loss goes non-finite.
     """
 
     def __init__(
-        self,
-        cfg: TrainConfig,
-        info: DistInfo,
-        state: RunState,
-        loader,
-        micro_per_epoch: int,
-        num_classes: int,
-        budget: TimeBudget,
-        log: RunLog,
-        save_last: Callable[[], None],
-        run_dir: Path,
-    ) -> None:
-        self.cfg, self.info, self.state, self.loader = cfg, info, state, loader
-        self.micro_per_epoch = micro_per_epoch
+        self, cfg: TrainConfig, info: DistInfo, state: RunState, data, budget: TimeBudget, log: RunLog,
+        save_last: Callable[[], None], run_dir: Path,
+    ) -> None:  # fmt: skip
+        self.cfg, self.info, self.state, self.loader = cfg, info, state, data.train_loader
+        self.micro_per_epoch = data.micro_per_epoch
         self.budget, self.log, self.save_last, self.run_dir = budget, log, save_last, run_dir
         self.dtype = torch.float64 if cfg.dtype == "float64" else torch.float32
-        self.mixup_fn = mixup(cfg, num_classes)
+        self.mixup_fn = mixup(cfg, data.num_classes)
         self.criterion = criterion(cfg, self.mixup_fn is not None)
         self.autocast = autocast(cfg, info.device)
-        self.updates_per_epoch = math.ceil(micro_per_epoch / cfg.accum_steps)
+        self.updates_per_epoch = math.ceil(data.micro_per_epoch / cfg.accum_steps)
 
     def run(self) -> EpochStats:
         """Train from the state's position (``epoch``, ``micro``) to the end of the epoch, the end of

@@ -86,14 +86,8 @@ class RunState:
             model_meta,
             state=state,
             ema_state=ckpt.plain_state_dict(self.ema.module) if self.ema is not None else None,
-            meta={
-                "epoch": self.epoch,
-                "micro": self.micro,
-                "global_step": self.global_step,
-                "total_steps": self.total_steps,
-                "mid_epoch": self.micro > 0,
-                "best_top1": self.best_top1,
-            },
+            meta={k: v for k, v in counters.items() if k not in ("best_epoch", "elapsed_seconds")}
+            | {"mid_epoch": self.micro > 0},
         )
 
     def restore(self, folder: Path, rank: int) -> tuple[int, float]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 SKIP_STEPS = 3  # steps before the pace is measured (compilation, warm-up)
 MEASURE_STEPS = 20  # steps timed for the first fit (or fewer, when the epoch ends first)
@@ -27,6 +28,7 @@ EVAL_MARGIN = 1.15  # a measured evaluation is assumed to take this much longer 
 EVAL_SHARE_OF_STEP = 0.5
 
 
+@dataclass(kw_only=True)
 class TimeBudget:
     """Wall clock and step plan of a run under ``minutes`` of budget (``None``: no budget).
 
@@ -38,36 +40,28 @@ class TimeBudget:
     the start of this process's share of the run (default: now).
     """
 
-    def __init__(
-        self,
-        minutes: float | None,
-        *,
-        max_steps: int,
-        updates_per_epoch: int,
-        images_per_step: int,
-        eval_images: int,
-        eval_every: int = 1,
-        elapsed_before: float = 0.0,
-        fitted: bool = False,
-        clock: Callable[[], float] = time.perf_counter,
-        started_at: float | None = None,
-    ) -> None:
-        self.seconds = minutes * 60.0 if minutes else None
-        self.max_steps = max_steps
-        self.updates_per_epoch = updates_per_epoch
-        self.images_per_step = images_per_step
-        self.eval_images = eval_images
-        self.eval_every = eval_every
-        self.elapsed_before = elapsed_before
-        self.fitted = fitted
-        self.clock = clock
-        self.started_at = clock() if started_at is None else started_at
-        self.eval_seconds: float | None = None  # the last evaluation's, once one has run
-        self.eval_overhead_per_epoch = 0.0
-        self.sec_per_step: float | None = None  # training pace, from the first fit
-        self.sec_per_image: float | None = None
-        self.save_seconds = 0.0  # the last checkpoint write's (the end keeps room for two)
-        self._measure_from: tuple[float, int] | None = None
+    minutes: float | None = field(kw_only=False)
+    max_steps: int
+    updates_per_epoch: int
+    images_per_step: int
+    eval_images: int
+    eval_every: int = 1
+    elapsed_before: float = 0.0
+    fitted: bool = False
+    clock: Callable[[], float] = time.perf_counter
+    started_at: float | None = None
+    # measured as the run goes
+    eval_seconds: float | None = None  # the last evaluation's, once one has run
+    eval_overhead_per_epoch: float = 0.0
+    sec_per_step: float | None = None  # training pace, from the first fit
+    sec_per_image: float | None = None
+    save_seconds: float = 0.0  # the last checkpoint write's (the end keeps room for two)
+    _measure_from: tuple[float, int] | None = None
+
+    def __post_init__(self) -> None:
+        self.seconds = self.minutes * 60.0 if self.minutes else None
+        if self.started_at is None:
+            self.started_at = self.clock()
 
     @property
     def enabled(self) -> bool:

@@ -186,18 +186,7 @@ class _Run:
         self.log = RunLog(run_dir, info.is_main, self.state.epoch, progress=cfg.progress)
         self._announce(resume)
         self.model_meta = ckpt.model_metadata(to_dict(cfg), d.num_classes, d.classes)
-        self.epochs = EpochRunner(
-            cfg,
-            info,
-            self.state,
-            d.train_loader,
-            d.micro_per_epoch,
-            d.num_classes,
-            self.budget,
-            self.log,
-            self.save_last,
-            run_dir,
-        )
+        self.epochs = EpochRunner(cfg, info, self.state, d, self.budget, self.log, self.save_last, run_dir)
 
     def _announce(self, resume: bool) -> None:
         cfg, d, s, info = self.cfg, self.data, self.state, self.info

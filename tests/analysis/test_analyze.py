@@ -57,9 +57,9 @@ def test_analyze_rejects_an_empty_loader_and_a_bad_limit(tiny_mlp_spe, random_ba
 
 
 def test_cli_analyzes_a_training_checkpoint(tmp_path, capsys):
-    from spikemlp.train import checkpoint as ckpt
-    from spikemlp.train.config import from_dict
-    from spikemlp.train.trainer import build_model, model_metadata
+    from spikemlp import checkpoint as ckpt
+    from spikemlp.train.config import from_dict, to_dict
+    from spikemlp.train.trainer import build_model
 
     cfg = from_dict(
         {
@@ -72,7 +72,7 @@ def test_cli_analyzes_a_training_checkpoint(tmp_path, capsys):
     ckpt.save_checkpoint(
         tmp_path / "run" / "best",
         ckpt.plain_state_dict(model),
-        model_metadata(cfg, 10, [f"class_{i}" for i in range(10)]),
+        ckpt.model_metadata(to_dict(cfg), 10, [f"class_{i}" for i in range(10)]),
     )
     out = tmp_path / "analysis"
     argv = ["analyze", "--checkpoint", str(tmp_path / "run"), "--limit", "6", "--batch-size", "3"]

@@ -113,9 +113,9 @@ def test_a_graph_that_ignores_its_input_is_refused(tmp_path):
 
 
 def test_cli_exports_a_training_run_with_its_own_configuration(tmp_path, capsys):
-    from spikemlp.train import checkpoint as ckpt
-    from spikemlp.train.config import from_dict
-    from spikemlp.train.trainer import build_model, model_metadata
+    from spikemlp import checkpoint as ckpt
+    from spikemlp.train.config import from_dict, to_dict
+    from spikemlp.train.trainer import build_model
 
     cfg = from_dict(
         {
@@ -131,7 +131,7 @@ def test_cli_exports_a_training_run_with_its_own_configuration(tmp_path, capsys)
     ckpt.save_checkpoint(
         tmp_path / "run" / "best",
         ckpt.plain_state_dict(model),
-        model_metadata(cfg, 10, [f"class_{i}" for i in range(10)]),
+        ckpt.model_metadata(to_dict(cfg), 10, [f"class_{i}" for i in range(10)]),
     )
     out = tmp_path / "run.onnx"
     argv = ["export", "onnx", "mlp_spe_xt_cifar", str(out), "--checkpoint", str(tmp_path / "run")]

@@ -178,3 +178,15 @@ def test_published_imagenet_settings_match_spec():
     assert (snn.lif_lr, snn.lif_weight_decay, snn.lif_freeze_epochs, snn.ema) == (1e-4, 0.0, 1, False)
     assert [load_config(CONFIGS / f"imagenet_snn_mlp_{v}.yaml").drop_path for v in "tsb"] == [0.2, 0.3, 0.5]
     assert load_config(CONFIGS / "imagenet_mlp_spe_t_T6.yaml").T == 6
+
+
+def test_evaluation_settings_default_as_the_training_configuration():
+    import dataclasses
+
+    from spikemlp.data.loaders import EvalSettings
+
+    defaults, cfg = EvalSettings(), TrainConfig()
+    for f in dataclasses.fields(EvalSettings):
+        assert getattr(defaults, f.name) == getattr(cfg, f.name), f.name
+    recorded = EvalSettings.from_config({**dataclasses.asdict(cfg), "crop_pct": 1.0}, workers=0)
+    assert (recorded.crop_pct, recorded.workers) == (1.0, 0)

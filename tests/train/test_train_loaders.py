@@ -8,15 +8,15 @@ import timm
 import torch
 import train_tiny_models  # noqa: F401  (registers train_tiny_snn)
 
-from spikemlp.train import train
-from spikemlp.train.config import from_dict
-from spikemlp.train.loaders import (
+from spikemlp.data.loaders import (
     build_eval_loader,
     build_train_loader,
     choose_pipeline,
     facts,
     synthetic_split,
 )
+from spikemlp.train import train
+from spikemlp.train.config import from_dict
 from spikemlp.train.optim import param_groups
 
 

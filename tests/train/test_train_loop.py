@@ -14,14 +14,15 @@ import torch
 import train_tiny_models  # noqa: F401  (registers train_tiny_snn)
 from safetensors.torch import load_file
 
+from spikemlp import checkpoint as ckpt
 from spikemlp.cli import main as cli_main
+from spikemlp.data.loaders import synthetic_split
 from spikemlp.train import NonFiniteLossError, load_config, load_state, train
-from spikemlp.train import checkpoint as ckpt
 from spikemlp.train.config import ConfigError, from_dict
-from spikemlp.train.loaders import synthetic_split
+from spikemlp.train.epoch import criterion
 from spikemlp.train.optim import build_scheduler, param_groups
 from spikemlp.train.state import seed_everything
-from spikemlp.train.trainer import _criterion, preflight
+from spikemlp.train.trainer import preflight
 
 TINY = dict(
     model="train_tiny_snn",
@@ -269,9 +270,9 @@ def test_ema_with_zero_decay_tracks_the_weights(tmp_path):
 def test_mixing_uses_the_soft_target_loss_and_smoothing_otherwise():
     from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 
-    assert isinstance(_criterion(tiny(mixup=0.8), mixing=True), SoftTargetCrossEntropy)
-    assert isinstance(_criterion(tiny(smoothing=0.1), mixing=False), LabelSmoothingCrossEntropy)
-    assert isinstance(_criterion(tiny(), mixing=False), torch.nn.CrossEntropyLoss)
+    assert isinstance(criterion(tiny(mixup=0.8), mixing=True), SoftTargetCrossEntropy)
+    assert isinstance(criterion(tiny(smoothing=0.1), mixing=False), LabelSmoothingCrossEntropy)
+    assert isinstance(criterion(tiny(), mixing=False), torch.nn.CrossEntropyLoss)
 
 
 def test_a_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):

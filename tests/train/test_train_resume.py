@@ -17,8 +17,8 @@ import torch
 import train_tiny_models  # noqa: F401  (registers train_tiny_snn in this process)
 import yaml
 
+from spikemlp import checkpoint as ckpt
 from spikemlp.cli import main as cli_main
-from spikemlp.train import checkpoint as ckpt
 from spikemlp.train import load_config, train
 
 HERE = Path(__file__).resolve().parent

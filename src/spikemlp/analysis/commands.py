@@ -9,7 +9,6 @@ Writes report.json, report.md and the PNG plots into --out (see ``spikemlp.analy
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from pathlib import Path
 
 from .energy import ENERGY_PRESETS
@@ -51,9 +50,9 @@ def register(subparsers) -> None:
 
 
 def _load_model(args: argparse.Namespace):
-    from ..train import checkpoint as ckpt
-    from ..train.config import from_dict
-    from ..train.trainer import model_from_checkpoint
+    """(model or None, the run's configuration, number of classes or None)."""
+    from .. import checkpoint as ckpt
+    from .. import models
 
     if args.checkpoint:
         path = Path(args.checkpoint)
@@ -61,49 +60,42 @@ def _load_model(args: argparse.Namespace):
             raise FileNotFoundError(
                 f"checkpoint not found: {path} (give a run folder, RUN/best, or a weights file)"
             )
-        if path.is_dir() and not (path / ckpt.MODEL_FILE).exists() and (path / "best").exists():
-            path = path / "best"  # a run folder: its best weights
-        model, cfg, meta = model_from_checkpoint(path)
-        return model, cfg, int(meta["num_classes"]), cfg.model
+        model, config, meta = models.from_checkpoint(ckpt.evaluation_weights(path))  # a run: its best
+        return model, config, int(meta["num_classes"])
     if not args.data:
         raise ValueError("--model needs --data (the data set decides the number of classes)")
-    values = {"model": args.model, "data": args.data, "T": args.T}
-    cfg = from_dict(values, where="the command line")
-    return None, cfg, None, args.model
+    if args.T is not None and args.T < 1:
+        raise ValueError(f"--T must be at least 1, got {args.T}")
+    return None, {"model": args.model, "data": args.data, "T": args.T}, None
 
 
 def run_analyze(args: argparse.Namespace) -> int:
     import torch
 
-    from ..train import loaders
-    from ..train.trainer import build_model
+    from .. import models
+    from ..data import loaders
     from .analyzer import analyze
 
     if args.limit is not None and args.limit <= 0:
         raise ValueError(f"--limit must be a positive number of images, got {args.limit}")
     if args.batch_size <= 0:
         raise ValueError(f"--batch-size must be positive, got {args.batch_size}")
-    model, cfg, num_classes, name = _load_model(args)
-    data = args.data or cfg.data
-    facts = loaders.facts(data, cfg.img_size)
+    model, config, num_classes = _load_model(args)
+    name, data = config["model"], args.data or config["data"]
+    settings = loaders.EvalSettings.from_config(
+        config, eval_batch_size=args.batch_size, data_dir=args.data_dir or config.get("data_dir"), workers=0
+    )
+    device = torch.device(args.device)
+    loader, split, facts = loaders.eval_batches(data, args.split, settings, device)
     if model is None:
-        num_classes = cfg.num_classes or facts.num_classes
-        model = build_model(cfg, num_classes)
-        if cfg.dtype == "float64":
-            model = model.double()
+        num_classes = config.get("num_classes") or facts.num_classes
+        model = models.from_config(config, num_classes)
     elif facts.num_classes != num_classes:
         raise ValueError(
             f"the checkpoint classifies {num_classes} classes but {data} has {facts.num_classes}; "
             "pass the data set it was trained on with --data"
         )
-    device = torch.device(args.device)
     model = model.to(device).eval()
-    cfg = dataclasses.replace(
-        cfg, eval_batch_size=args.batch_size, data_dir=args.data_dir or cfg.data_dir, workers=0
-    )
-    split = loaders.load(data, args.split, cfg.data_dir, cfg.synthetic_size, cfg.img_size)
-    pipeline = loaders.choose_pipeline(cfg.pipeline, split, facts.image_size, cfg.img_size, cfg.auto_augment)
-    loader = loaders.build_eval_loader(cfg, split, facts, pipeline, 0, 1, device)
     classes = loaders.class_names(split, num_classes)
     report = analyze(
         model,

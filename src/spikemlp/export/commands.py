@@ -25,7 +25,7 @@ def _read_checkpoint(path: Path) -> dict:
         raise FileNotFoundError(f"checkpoint not found: {path}")
     if path.is_file() and path.suffix in TORCH_SUFFIXES:
         return read_state_dict(path)
-    from ..train.checkpoint import load_weights
+    from ..checkpoint import load_weights
 
     state_dict, _ = load_weights(path)
     return state_dict
@@ -46,7 +46,7 @@ def _load_into(model: torch.nn.Module, state_dict: dict, source: Path) -> None:
 def _training_checkpoint(path: Path) -> Path | None:
     """The checkpoint folder when ``path`` is a ``spikemlp train`` checkpoint (a run folder means its
     best/), else None (plain weights, or nothing there: ``_read_checkpoint`` reports that)."""
-    from ..train import checkpoint as ckpt
+    from .. import checkpoint as ckpt
 
     if path.is_file() and path.suffix in TORCH_SUFFIXES:
         return None
@@ -60,11 +60,11 @@ def _training_checkpoint(path: Path) -> Path | None:
 
 
 def _model_from_training_checkpoint(args: argparse.Namespace, path: Path) -> torch.nn.Module:
-    from ..train.trainer import model_from_checkpoint
+    from ..models import from_checkpoint
 
-    model, cfg, _ = model_from_checkpoint(path)
-    if cfg.model != args.model:
-        raise UserError(f"{path} holds a {cfg.model} model, not {args.model}; name the model it holds")
+    model, config, _ = from_checkpoint(path)
+    if config["model"] != args.model:
+        raise UserError(f"{path} holds a {config['model']} model, not {args.model}; name the model it holds")
     if args.img_size is not None or args.num_classes is not None:
         raise UserError(
             f"{path} was written by spikemlp train and fixes the image size and classes; "

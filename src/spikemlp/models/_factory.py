@@ -1,8 +1,10 @@
-"""Creating spikemlp models by name, with an error that lists close matches for an unknown name.
+"""Creating models by name, with an error that lists close matches for an unknown name.
 
 The models live in timm's registry (``timm.create_model`` works after ``import spikemlp``); this module
 restricts the listing to the families defined in ``spikemlp.models`` and gives a clear error for a typo,
-where timm's own message names no alternatives. The command line and the trainer use ``create``.
+where timm's own message names no alternatives. ``create`` builds a spikemlp model; ``build`` (any timm
+model, for a number of classes) and ``from_config`` (the model a run's configuration describes) are what
+training, analysis and export build their models with; ``from_checkpoint`` rebuilds a trained one.
 """
 
 from __future__ import annotations
@@ -10,6 +12,9 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import pkgutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
 
 import timm
 from torch import nn
@@ -44,4 +49,56 @@ def create(name: str, **kwargs) -> nn.Module:
     return timm.create_model(name, **kwargs)
 
 
-__all__ = ["create", "family_modules", "list_models"]
+def build(name: str, num_classes: int, **options) -> nn.Module:
+    """The model ``name`` (any timm model; ours included) for ``num_classes`` classes, with ``options``
+    passed to its constructor. An unknown name lists the close matches; options the model does not take
+    are one clear error."""
+    names = timm.list_models()
+    if name not in names:
+        close = difflib.get_close_matches(name, names, n=4, cutoff=0.6)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        ours = ", ".join(list_models()) or "(none registered)"
+        raise ValueError(
+            f"unknown model '{name}'.{hint} spikemlp models: {ours}; any timm model name also works"
+        )
+    try:
+        return timm.create_model(name, num_classes=num_classes, **options)
+    except TypeError as err:
+        raise ValueError(
+            f"model '{name}' does not take the arguments {sorted(options)} ({err}); for models without "
+            "time steps set T: null, and check model_kwargs"
+        ) from None
+
+
+def from_config(config: Mapping[str, Any], num_classes: int) -> nn.Module:
+    """The model a run's configuration describes: its keys ``model``, ``T``, ``img_size``, ``drop_path``,
+    ``model_kwargs`` and ``dtype`` (the training configuration's names, as checkpoints record them). A key
+    that is missing or null (``drop_path``: 0) leaves the model's own default."""
+    options = dict(config.get("model_kwargs") or {})
+    for key in ("T", "img_size"):
+        if config.get(key) is not None:
+            options[key] = config[key]
+    if (config.get("drop_path") or 0.0) > 0:
+        options["drop_path_rate"] = config["drop_path"]
+    model = build(config["model"], num_classes, **options)
+    return model.double() if config.get("dtype") == "float64" else model
+
+
+def from_checkpoint(path: str | Path, ema: bool = False) -> tuple[nn.Module, dict[str, Any], dict[str, str]]:
+    """The model stored at ``path`` by ``spikemlp train`` (a run folder: its ``last``; a checkpoint folder;
+    a weights file), in eval mode, with the run's configuration (a dict) and the weights' metadata."""
+    from .. import checkpoint as ckpt
+
+    weights, meta = ckpt.load_weights(path, ema=ema)
+    config = ckpt.run_config(meta, path)
+    model = from_config(config, int(meta["num_classes"]))
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    if missing or unexpected:
+        raise ckpt.CheckpointError(
+            f"weights in {path} do not fit model '{config['model']}': missing {list(missing)[:5]}, "
+            f"unexpected {list(unexpected)[:5]}"
+        )
+    return model.eval(), config, meta
+
+
+__all__ = ["build", "create", "family_modules", "from_checkpoint", "from_config", "list_models"]

@@ -31,6 +31,7 @@ from ..convert import snn_mlp as authors_layout
 from ..convert.reader import read_state_dict, state_dict_in
 from ..data.info import DATASET_INFO
 from ..layers.group_lif_mixing import GroupLIFTokenMixing, group_norm1
+from ._param_groups import param_groups
 
 __all__ = [
     "SNNMLP",
@@ -339,26 +340,6 @@ def is_lif_parameter(name: str) -> bool:
 def lif_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
     """(name, parameter) of every trainable group-LIF tau and V_th in ``model`` (empty when fixed)."""
     return [(n, p) for n, p in model.named_parameters() if is_lif_parameter(n) and p.requires_grad]
-
-
-def param_groups(
-    model: nn.Module, lr: float, weight_decay: float, lif_lr: float = 1e-4, lif_weight_decay: float = 0.0
-) -> list[dict]:
-    """Two optimiser groups: everything else (``lr``, ``weight_decay``), and tau / V_th (``lif_lr``,
-    ``lif_weight_decay``).
-
-    The authors use two AdamW optimisers with the same betas/eps and cosine schedule: the main one
-    (lr 1e-3 at batch 1024, weight decay 0.05 on every parameter, norms and biases included) and one
-    for tau/V_th (lr 1e-4, no weight decay) that does not step during the first epoch. Each group
-    carries ``name`` ("main" / "lif") so a training loop can find the LIF group, e.g. to freeze it for
-    epoch 0 by skipping its update.
-    """
-    main = [p for n, p in model.named_parameters() if p.requires_grad and not is_lif_parameter(n)]
-    groups = [dict(params=main, lr=lr, weight_decay=weight_decay, name="main")]
-    lif = [p for _, p in lif_parameters(model)]
-    if lif:
-        groups.append(dict(params=lif, lr=lif_lr, weight_decay=lif_weight_decay, name="lif"))
-    return groups
 
 
 # --- the authors' weights -----------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Training and evaluation: recipes (config), the loop, checkpoints, distributed set-up and evaluation.
+"""Training and evaluation: recipes (config), the loop (trainer, run_state, epoch, time_budget, run_log),
+distributed set-up and evaluation. Checkpoints are :mod:`spikemlp.checkpoint`'s, re-exported here.
 
 ``spikemlp train`` and ``spikemlp eval`` drive this package; from Python::
 
@@ -7,7 +8,7 @@
     print(result.summary["top1"])
 """
 
-from .checkpoint import CheckpointError, load_state, load_weights, save_checkpoint
+from ..checkpoint import CheckpointError, load_state, load_weights, save_checkpoint
 from .config import ConfigError, TrainConfig, load_config
 from .evaluate import EvalResult, evaluate
 from .trainer import NonFiniteLossError, TrainResult, build_model, model_from_checkpoint, train

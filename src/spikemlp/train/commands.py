@@ -197,15 +197,14 @@ def _format_per_class(names: list[str], acc: list[float], totals: list[int]) -> 
 def run_eval(args: argparse.Namespace) -> int:
     import torch
 
-    from . import checkpoint as ckpt
-    from . import loaders
+    from .. import checkpoint as ckpt
+    from ..data import loaders
+    from .config import to_dict
     from .distributed import pick_device
     from .evaluate import evaluate
     from .trainer import model_from_checkpoint
 
-    path = Path(args.checkpoint)
-    if path.is_dir() and not (path / ckpt.MODEL_FILE).exists() and (path / "best").exists():
-        path = path / "best"  # a run folder: its best weights
+    path = ckpt.evaluation_weights(args.checkpoint)  # a run folder: its best weights
     model, cfg, meta = model_from_checkpoint(path, ema=args.ema)
     data = args.data or cfg.data
     device = pick_device(args.device)
@@ -215,16 +214,15 @@ def run_eval(args: argparse.Namespace) -> int:
             raise ValueError(f"--spike-kernels: {cfg.model} has no spike-driven kernels (MLP-SPE models do)")
         model.set_spike_kernels(True)
     dtype = torch.float64 if cfg.dtype == "float64" else torch.float32
-    cfg = dataclasses.replace(cfg, eval_batch_size=args.batch_size, data_dir=args.data_dir or cfg.data_dir)
-    facts = loaders.facts(data, cfg.img_size)
-    split = loaders.load(data, args.split, cfg.data_dir, cfg.synthetic_size, cfg.img_size)
+    settings = loaders.EvalSettings.from_config(
+        to_dict(cfg), eval_batch_size=args.batch_size, data_dir=args.data_dir or cfg.data_dir
+    )
+    loader, split, facts = loaders.eval_batches(data, args.split, settings, device)
     num_classes = int(meta["num_classes"])
     if facts.num_classes != num_classes:
         raise ValueError(
             f"the checkpoint classifies {num_classes} classes but {data} has {facts.num_classes}"
         )
-    pipeline = loaders.choose_pipeline(cfg.pipeline, split, facts.image_size, cfg.img_size, cfg.auto_augment)
-    loader = loaders.build_eval_loader(cfg, split, facts, pipeline, 0, 1, device)
     tta = args.tta or cfg.tta
     result = evaluate(model, loader, num_classes, device, dtype=dtype, tta=tta)
     names = loaders.class_names(split, num_classes)

@@ -10,60 +10,17 @@ curve.
 
 from __future__ import annotations
 
-import re
-
 import torch
 from torch import nn
 
-# SNN-MLP names its group-LIF scalars `tau` and `Vth` (docs/snn_mlp.md#weight-layout); accept the other common
-# spellings.
-_LIF_SCALAR = re.compile(r"(^|\.)(tau|Vth|v_th|v_threshold)$")
-
-
-def lif_parameter_names(model: nn.Module) -> set[str]:
-    """Names of the trainable LIF time constants and thresholds (SNN-MLP's group LIF).
-
-    Uses the model's own ``lif_parameters()`` helper when it has one (a list of names, or of
-    ``(name, parameter)`` pairs, or of parameters); otherwise matches scalar parameters named tau / Vth.
-    """
-    named = dict(model.named_parameters())
-    helper = getattr(model, "lif_parameters", None) or getattr(model, "lif_parameter_names", None)
-    if callable(helper):
-        found = set()
-        by_id = {id(p): n for n, p in named.items()}
-        for item in helper():
-            if isinstance(item, str):
-                found.add(item)
-            elif isinstance(item, tuple):
-                found.add(item[0])
-            elif id(item) in by_id:
-                found.add(by_id[id(item)])
-        return found
-    return {n for n, p in named.items() if _LIF_SCALAR.search(n) and p.numel() == 1}
+from ..models._param_groups import param_groups as _lif_param_groups
 
 
 def param_groups(model: nn.Module, cfg, lr: float) -> list[dict]:
-    """Parameter groups for ``model`` under ``cfg`` (see the module docstring). Each group has a ``name``."""
-    lif = lif_parameter_names(model)
-    no_wd_names = set(getattr(model, "no_weight_decay", lambda: set())())
-    decay, no_decay, lif_params = [], [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        if name in lif:
-            lif_params.append(p)
-        elif cfg.wd_exclude_bias_norm and (p.ndim <= 1 or name.endswith(".bias") or name in no_wd_names):
-            no_decay.append(p)
-        else:
-            decay.append(p)
-    groups = [{"name": "decay", "params": decay, "weight_decay": cfg.weight_decay, "lr": lr}]
-    if no_decay:
-        groups.append({"name": "no_decay", "params": no_decay, "weight_decay": 0.0, "lr": lr})
-    if lif_params:
-        groups.append(
-            {"name": "lif", "params": lif_params, "weight_decay": cfg.lif_weight_decay, "lr": cfg.lif_lr}
-        )
-    return [g for g in groups if g["params"]]
+    """Parameter groups for ``model`` under ``cfg`` (see :func:`spikemlp.models.snn_mlp.param_groups`)."""
+    return _lif_param_groups(
+        model, lr, cfg.weight_decay, cfg.lif_lr, cfg.lif_weight_decay, cfg.wd_exclude_bias_norm
+    )
 
 
 def scaled_lr(cfg, global_batch: int) -> tuple[float, float, float]:

@@ -1,4 +1,4 @@
-"""The batch sources of a training run: training and evaluation loaders for every data set and pipeline.
+"""The batch sources of training and evaluation: loaders for every data set and pipeline.
 
 Two pipelines:
 - ``tensor``: in-memory data sets (CIFAR, MNIST) at their native size go through the data layer's
@@ -14,91 +14,76 @@ evaluation set is split into disjoint slices ``rank::world_size`` so that summed
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset
 
-SYNTHETIC = "synthetic"
+from .batch_loader import TensorBatchLoader
+from .in_memory import InMemorySplit
+from .info import DATASET_INFO, DatasetInfo
+from .load import load_split
+from .locations import find_data_dir
+from .synthetic import SYNTHETIC, SYNTHETIC_INFO, synthetic_split
 
 
-@dataclass
-class DataFacts:
-    """What the loop and the model need to know about a data set."""
+@dataclasses.dataclass(frozen=True)
+class EvalSettings:
+    """How an evaluation reads a data set. The fields are keys of the training configuration, with its
+    defaults (``spikemlp.train.TrainConfig`` works wherever an ``EvalSettings`` is asked for), so a run's
+    recorded configuration gives its evaluation: :meth:`from_config`."""
 
-    name: str
-    num_classes: int
-    image_size: int
-    channels: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    classes: list[str]
+    img_size: int | None = None
+    pipeline: str = "auto"
+    auto_augment: str | None = None  # a RandAugment recipe trains (and so evaluates) through timm
+    interpolation: str = "bicubic"
+    crop_pct: float = 0.875
+    synthetic_size: int = 1024
+    data_dir: str | None = None
+    eval_batch_size: int = 0  # 0: 2 x batch_size
+    batch_size: int = 128
+    workers: int = 4
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], **overrides) -> EvalSettings:
+        """The settings in a run's configuration (other keys are ignored), then ``overrides``."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{**{k: v for k, v in config.items() if k in names}, **overrides})
 
 
-def _data_module():
-    from spikemlp import data
-
-    return data
+def eval_batches(name: str, split: str, settings: EvalSettings, device):
+    """(loader, split, facts) for evaluating on split ``split`` of data set ``name`` in one process."""
+    facts_ = facts(name, settings.img_size)
+    data = load(name, split, settings.data_dir, settings.synthetic_size, settings.img_size)
+    pipeline = choose_pipeline(
+        settings.pipeline, data, facts_.image_size, settings.img_size, settings.auto_augment
+    )
+    return build_eval_loader(settings, data, facts_, pipeline, 0, 1, device), data, facts_
 
 
 def data_names() -> list[str]:
-    return sorted(_data_module().DATASET_INFO) + [SYNTHETIC]
+    return sorted(DATASET_INFO) + [SYNTHETIC]
 
 
-def synthetic_split(split: str, size: int, num_classes: int = 10, image_size: int = 32, channels: int = 3):
-    """A small learnable data set made on the fly: each class is a fixed random smooth pattern, each image
-    that pattern plus noise. The same for every call (fixed seed), so runs and processes agree."""
-    from spikemlp.data import InMemorySplit
-
-    g = torch.Generator().manual_seed(1234)
-    coarse = torch.rand(num_classes, channels, 2, 2, generator=g)
-    protos = torch.nn.functional.interpolate(coarse, size=(image_size, image_size), mode="bilinear")
-    n = size if split == "train" else max(num_classes, size // 4)
-    g.manual_seed(1235 if split == "train" else 1236)
-    labels = torch.arange(n) % num_classes
-    labels = labels[torch.randperm(n, generator=g)]
-    images = torch.empty(n, channels, image_size, image_size, dtype=torch.uint8)
-    for lo in range(0, n, 1024):  # in chunks: at 224 x 224 a float copy of the whole set would be large
-        hi = min(n, lo + 1024)
-        noise = torch.randn(hi - lo, channels, image_size, image_size, generator=g) * 0.25
-        images[lo:hi] = (
-            ((protos[labels[lo:hi]] * 0.8 + 0.1 + noise).clamp(0, 1) * 255).round().to(torch.uint8)
-        )
-    return InMemorySplit(
-        images=images,
-        labels=labels.to(torch.int64),
-        classes=[f"class_{i}" for i in range(num_classes)],
-        name=SYNTHETIC,
-        split=split,
-    )
-
-
-def facts(name: str, image_size: int | None = None) -> DataFacts:
-    """Facts about ``name``; an unknown name is one error listing the known ones."""
+def facts(name: str, image_size: int | None = None) -> DatasetInfo:
+    """The facts of data set ``name`` (``image_size`` sets the synthetic set's); an unknown name is one
+    error listing the known ones."""
     if name == SYNTHETIC:
-        size = image_size or 32
-        return DataFacts(
-            SYNTHETIC, 10, size, 3, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), [f"class_{i}" for i in range(10)]
-        )
-    info_table = _data_module().DATASET_INFO
-    if name not in info_table:
+        return dataclasses.replace(SYNTHETIC_INFO, image_size=image_size or SYNTHETIC_INFO.image_size)
+    if name not in DATASET_INFO:
         import difflib
 
         close = difflib.get_close_matches(name, data_names(), n=3)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
         raise ValueError(f"unknown data set '{name}'.{hint} Known data sets: {', '.join(data_names())}")
-    info = info_table[name]
-    return DataFacts(
-        name, info.num_classes, info.image_size, info.channels, tuple(info.mean), tuple(info.std), []
-    )
+    return DATASET_INFO[name]
 
 
 def check_available(name: str, data_dir: str | None) -> None:
     """Raise the data layer's error (every place searched) when data set ``name`` is not on disk."""
     if name != SYNTHETIC:
-        from ..data.locations import find_data_dir
-
         find_data_dir(name, data_dir)
 
 
@@ -107,8 +92,8 @@ def load(
 ):
     """The data layer's split (``InMemorySplit`` or a Dataset of ``(image, label)``), or the synthetic set."""
     if name == SYNTHETIC:
-        return synthetic_split(split, synthetic_size, image_size=image_size or 32)
-    return _data_module().load_split(name, split, data_dir=data_dir)
+        return synthetic_split(split, synthetic_size, image_size=image_size or SYNTHETIC_INFO.image_size)
+    return load_split(name, split, data_dir=data_dir)
 
 
 def is_in_memory(split: Any) -> bool:
@@ -287,10 +272,8 @@ class TensorTrainLoader:
             yield x, y
 
 
-def build_train_loader(cfg, split, facts_: DataFacts, pipeline: str, rank: int, world_size: int, device):
+def build_train_loader(cfg, split, facts_: DatasetInfo, pipeline: str, rank: int, world_size: int, device):
     if pipeline == "tensor":
-        from spikemlp.data import TensorBatchLoader
-
         inner = TensorBatchLoader(
             split,
             batch_size=cfg.batch_size,
@@ -342,7 +325,7 @@ def build_train_loader(cfg, split, facts_: DataFacts, pipeline: str, rank: int, 
     )
 
 
-def eval_transform(cfg, facts_: DataFacts, size: int):
+def eval_transform(cfg, facts_: DatasetInfo, size: int):
     from timm.data import create_transform
 
     return create_transform(
@@ -355,12 +338,11 @@ def eval_transform(cfg, facts_: DataFacts, size: int):
     )
 
 
-def build_eval_loader(cfg, split, facts_: DataFacts, pipeline: str, rank: int, world_size: int, device):
-    """Batches of this rank's slice ``rank::world_size`` of the evaluation split, in order, unaugmented."""
+def build_eval_loader(cfg, split, facts_: DatasetInfo, pipeline: str, rank: int, world_size: int, device):
+    """Batches of this rank's slice ``rank::world_size`` of the evaluation split, in order, unaugmented
+    (``cfg``: an :class:`EvalSettings` or the training configuration)."""
     batch = cfg.eval_batch_size or 2 * cfg.batch_size
     if pipeline == "tensor":
-        from spikemlp.data import InMemorySplit, TensorBatchLoader
-
         if world_size > 1:
             split = InMemorySplit(
                 images=split.images[rank::world_size],

@@ -1,18 +1,20 @@
-"""Checkpoints: a folder per checkpoint (``RUN_DIR/last``, ``RUN_DIR/best``) written atomically, read without
-unpickling.
+"""Checkpoints of ``spikemlp train``: a folder per checkpoint (``RUN_DIR/last``, ``RUN_DIR/best``) written
+atomically, read without unpickling. Training writes them; evaluation, analysis and export read them
+(``spikemlp.models.from_checkpoint`` rebuilds the model), so this module depends on neither side.
 
 A checkpoint folder holds
-- ``model.safetensors``: the weights, with the model name and arguments in the file's metadata, so the
-  weights alone rebuild the model (``spikemlp eval``, the analysis tools);
+- ``model.safetensors``: the weights, with the run's configuration, number of classes and class names in
+  the file's metadata (:func:`model_metadata`), so the weights alone rebuild the model;
 - ``ema.safetensors``: the EMA weights, when the run keeps an EMA;
 - ``state.pt``: everything needed to resume (optimizer, scheduler, RNG states, epoch and step counters),
   saved with ``torch.save`` as plain tensors, numbers, strings, lists and dicts, and loaded with
   ``torch.load(weights_only=True)``, which refuses any other object;
 - ``meta.json``: epoch, step and accuracy, for people and scripts.
 
-Writing: the folder is first written in full as ``NAME.tmp``; then the old folder is renamed to ``NAME.old``,
-the new one to ``NAME``, and ``NAME.old`` is removed. A crash at any moment leaves either ``NAME`` or (between
-the two renames) ``NAME.old`` complete; :func:`resolve` picks whichever exists.
+Writing: the folder is first written in full as ``NAME.tmp`` (each file through
+:func:`spikemlp._files.atomic_write`, flushed to the disk); then the old folder is renamed to ``NAME.old``,
+the new one to ``NAME``, and ``NAME.old`` is removed. A crash at any moment leaves either ``NAME`` or
+(between the two renames) ``NAME.old`` complete; :func:`resolve` picks whichever exists.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import os
 import pickle
 import shutil
 import zipfile
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +32,9 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
+from ._files import atomic_write
+
+FORMAT = "spikemlp-checkpoint-1"
 MODEL_FILE = "model.safetensors"
 EMA_FILE = "ema.safetensors"
 STATE_FILE = "state.pt"
@@ -52,9 +58,46 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb+") as f:
-        os.fsync(f.fileno())
+def _write(path: Path, write: Callable[[str], None]) -> None:
+    """One file of a checkpoint, written by the atomic-write helper and flushed to the disk before it is
+    renamed into place (so that a power cut cannot leave a complete-looking folder of empty files)."""
+
+    def write_and_sync(tmp: str) -> None:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+
+    atomic_write(path, write_and_sync, suffix=path.suffix)
+
+
+def model_metadata(config: Mapping[str, Any], num_classes: int, classes: list[str]) -> dict[str, str]:
+    """What a weights file carries to rebuild its model and its evaluation: the run's configuration (the
+    training configuration as a dict), the number of classes and their names."""
+    return {
+        "format": FORMAT,
+        "model": str(config["model"]),
+        "num_classes": str(num_classes),
+        "classes": json.dumps(classes),
+        "config": json.dumps(dict(config)),
+    }
+
+
+def run_config(meta: Mapping[str, str], path: str | Path) -> dict[str, Any]:
+    """The run's configuration in the metadata ``meta`` of the weights at ``path``."""
+    if meta.get("format") != FORMAT or "config" not in meta:
+        raise CheckpointError(
+            f"{path} is not a spikemlp training checkpoint (its weights file has no model metadata); "
+            "to load raw weights use timm.create_model(...).load_state_dict(safetensors.torch.load_file(...))"
+        )
+    return json.loads(meta["config"])
+
+
+def evaluation_weights(path: str | Path) -> Path:
+    """``path``, or its ``best/`` checkpoint when ``path`` is a run folder: the weights to evaluate."""
+    path = Path(path)
+    if path.is_dir() and not (path / MODEL_FILE).exists() and (path / "best").exists():
+        return path / "best"
+    return path
 
 
 def plain_state_dict(module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -77,16 +120,14 @@ def save_checkpoint(
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    save_file(model_state, str(tmp / MODEL_FILE), metadata={k: str(v) for k, v in model_meta.items()})
-    _fsync_file(tmp / MODEL_FILE)
+    metadata = {k: str(v) for k, v in model_meta.items()}
+    _write(tmp / MODEL_FILE, lambda f: save_file(model_state, f, metadata=metadata))
     if ema_state is not None:
-        save_file(ema_state, str(tmp / EMA_FILE), metadata={k: str(v) for k, v in model_meta.items()})
-        _fsync_file(tmp / EMA_FILE)
+        _write(tmp / EMA_FILE, lambda f: save_file(ema_state, f, metadata=metadata))
     if state is not None:
-        torch.save(state, tmp / STATE_FILE)
-        _fsync_file(tmp / STATE_FILE)
-    (tmp / META_FILE).write_text(json.dumps(meta or {}, indent=1, default=str))
-    _fsync_file(tmp / META_FILE)
+        _write(tmp / STATE_FILE, lambda f: torch.save(state, f))
+    text = json.dumps(meta or {}, indent=1, default=str)
+    _write(tmp / META_FILE, lambda f: Path(f).write_text(text))
     _fsync_dir(tmp)
     # The new folder is complete; swap it in. Between the two renames only NAME.old exists (resolve() knows).
     if folder.exists():

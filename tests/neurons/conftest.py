@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from spikemlp.neurons import fused_cpu
+from spikemlp.ops import lif as fused_cpu
 
 
 def _require_cpp() -> None:

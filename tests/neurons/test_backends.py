@@ -16,7 +16,7 @@ import warnings
 import pytest
 import torch
 
-from spikemlp.neurons import IF, LIF, backends, fused_cpu
+from spikemlp.neurons import IF, LIF, backends
 from spikemlp.neurons import surrogate as sg
 from spikemlp.neurons.neuron_spec import NeuronSpec
 from spikemlp.ops import lif as lif_ops
@@ -227,7 +227,7 @@ def test_missing_compiler_is_reported(tmp_path, monkeypatch):
     monkeypatch.setenv("CXX", "no-such-compiler-xyz")
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
     monkeypatch.setattr(lif_ops, "_LIBRARY", NativeLibrary(lif_ops._LIBRARY.source, lambda lib: None))
-    reason = fused_cpu.unavailable_reason()
+    reason = lif_ops.unavailable_reason()
     assert reason is not None and "no C++ compiler: 'no-such-compiler-xyz' is not on PATH" in reason
     assert list(tmp_path.iterdir()) == []
 
@@ -244,7 +244,8 @@ def test_unsupported_dtype_on_explicit_cpp(cpp_ready):
 TRITON_CHECK = textwrap.dedent(
     """
     import json, os, sys, torch
-    from spikemlp.neurons import surrogate as sg, triton_lif
+    from spikemlp.neurons import surrogate as sg
+    from spikemlp.ops import triton_lif
     from spikemlp.neurons.neuron_spec import NeuronSpec
     from spikemlp.neurons.reference import if_reference, lif_reference
 

@@ -10,7 +10,7 @@ from torch import nn
 
 from spikemlp.neurons import LIF, bn_lif
 from spikemlp.neurons.bn_lif import batch_norm_lif
-from spikemlp.neurons.fused_cpu import unavailable_reason
+from spikemlp.ops.lif import unavailable_reason
 
 pytestmark = pytest.mark.skipif(unavailable_reason() is not None, reason="the C++ LIF kernel cannot be built")
 

@@ -15,7 +15,7 @@ from torch._dynamo.backends.common import aot_autograd
 import spikemlp
 from equal_training import assert_same_grads_and_buffers
 from spikemlp.layers import spike_matmul
-from spikemlp.neurons import fused_cpu
+from spikemlp.ops import lif as fused_cpu
 
 pytestmark = pytest.mark.slow  # each trace of the model takes several seconds on a CPU
 

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from spikemlp.layers.spike_matmul import grouped_sums, pack
-from spikemlp.neurons import fused_cpu
+from spikemlp.ops import lif as fused_cpu
 from spikemlp.ops import spike_matmul as spike_matmul_op
 
 # (mode, v_threshold, v_reset, hard_reset, detach_reset, surrogate id, alpha): every charge mode (IF,

@@ -12,21 +12,12 @@ Network, on spike tensors [T, B, C, H, W] (T time steps, the same image at every
     head: BN(C_3) of the last spikes, mean over the grid, Linear, mean over T.
 Both skips add real-valued states before a neuron, and every conv/linear after the stem sees spikes.
 
-Variants (``timm.create_model(name, ...)`` after ``import spikemlp``):
-- ``mlp_spe_t`` (d 78), ``mlp_spe_s`` (d 96), ``mlp_s`` (d 96, no SPE): the authors' configurations at
-  224 x 224, depths 2, 8, 14, 2, channel expansion 3 (25.229M / 37.976M / 34.507M parameters at 1000
-  classes; 4.983 / 7.507 / 7.117 GMACs per step).
-- ``mlp_spe_b``: the paper's 66M model, whose configuration is not in the authors' code. Our choice
-  (docs/mlp_spe.md#variants): d 108, depths 2, 10, 24, 2, about 65.6M parameters.
-- CIFAR-native (32 x 32), not in the authors' code (they upsample CIFAR to 224): the same architecture
-  with a 2x2 stride-2 stem, so a 32 x 32 image gives a 16 x 16 token grid and the four stages run at
-  16, 8, 4, 2 tokens per side. Widths and depths are kept, so ``mlp_spe_t_cifar``/``mlp_spe_s_cifar``
-  are the T/S models at 1/12 of the 224 MACs (the token count falls by (16/56)^2; the axial maps by
-  (16/56)^3). ``mlp_spe_xt_cifar`` is a small model for CPU training (d 48, depths 1, 1, 3, 1).
-  The paper's protocol (upsampled CIFAR) stays available: ``mlp_spe_t`` with img_size=224, num_classes=10.
-
-The per-token BatchNorm of the channel block and the N x N axial maps tie every model to the input
-resolution it was built for (``img_size``).
+Variants (``timm.create_model(name, ...)`` after ``import spikemlp``; docs/mlp_spe.md#variants): the
+authors' ``mlp_spe_t``, ``mlp_spe_s``, ``mlp_s`` at 224 x 224; ``mlp_spe_b``, our choice for the paper's
+unpublished 66M model; and the CIFAR-native ``mlp_spe_t_cifar``, ``mlp_spe_s_cifar`` (the T/S widths and
+depths on a 2x2 stem at 32 x 32, not in the authors' code) and ``mlp_spe_xt_cifar``, a small model for
+CPU training. The per-token BatchNorm of the channel block and the N x N axial maps tie every model to
+the input resolution it was built for (``img_size``).
 """
 
 from __future__ import annotations

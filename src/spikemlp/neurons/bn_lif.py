@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from . import fused_cpu
+from ..ops import lif as lif_ops
 from .backends import select_backend
 from .lif import LIF, _mark_spikes
 from .neuron_spec import CHARGE_DECAY_INPUT, CHARGE_NO_DECAY, NeuronSpec
@@ -52,7 +52,7 @@ class _BatchNormLIF(torch.autograd.Function):
         y, mean, invstd = torch.ops.aten.native_batch_norm(
             x, weight, bias, running_mean, running_var, True, momentum, eps
         )
-        spikes, _ = fused_cpu.forward_kernel(y.view(T, -1), tau, spec)
+        spikes = lif_ops.run(y.view(T, -1), tau, spec)
         ctx.save_for_backward(x, weight, bias, mean, invstd)
         ctx.eps, ctx.T, ctx.tau, ctx.spec = eps, T, tau, spec
         return spikes.view_as(x)
@@ -62,7 +62,7 @@ class _BatchNormLIF(torch.autograd.Function):
     def backward(ctx, grad_spikes):
         x, weight, bias, mean, invstd = ctx.saved_tensors
         y, _, _ = _batch_stats_norm(x, weight, bias, ctx.eps)
-        grad_y, _ = fused_cpu.backward_from_input(
+        grad_y, _ = lif_ops.backward(
             y.view(ctx.T, -1), grad_spikes.reshape(ctx.T, -1), None, ctx.tau, ctx.spec
         )
         del y
@@ -85,7 +85,7 @@ class _ProjectionBatchNormLIF(torch.autograd.Function):
         yn, mean, invstd = torch.ops.aten.native_batch_norm(
             bn_view(y), bn_w, bn_b, running_mean, running_var, True, momentum, eps
         )
-        spikes, _ = fused_cpu.forward_kernel(yn.view(T, -1), tau, spec)
+        spikes = lif_ops.run(yn.view(T, -1), tau, spec)
         ctx.save_for_backward(inp, weight, bias, bn_w, bn_b, mean, invstd)
         ctx.fns, ctx.eps, ctx.T, ctx.tau, ctx.spec = fns, eps, T, tau, spec
         return spikes
@@ -101,7 +101,7 @@ class _ProjectionBatchNormLIF(torch.autograd.Function):
             y = project(*leaves)
         y_bn = bn_view(y.detach())
         yn, _, _ = _batch_stats_norm(y_bn, bn_w, bn_b, ctx.eps)
-        grad_yn, _ = fused_cpu.backward_from_input(
+        grad_yn, _ = lif_ops.backward(
             yn.view(ctx.T, -1), grad_spikes.reshape(ctx.T, -1), None, ctx.tau, ctx.spec
         )
         del yn

@@ -462,7 +462,7 @@ int backward_dtype(const void* grad_s, const void* grad_v, const void* x, void* 
   return hard ? with_sg(std::true_type{}) : with_sg(std::false_type{});
 }
 
-// Storage dtype codes: must match spikemlp/neurons/fused_cpu.py.
+// Storage dtype codes: must match DTYPE_CODES in spikemlp/ops/lif.py.
 enum DType : int { kFloat32 = 0, kFloat64 = 1, kBFloat16 = 2, kFloat16 = 3 };
 
 }  // namespace

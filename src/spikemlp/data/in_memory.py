@@ -40,6 +40,10 @@ class InMemorySplit:
     def __len__(self) -> int:
         return self.images.shape[0]
 
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        """Image ``i`` (uint8 ``[C, H, W]``) and its label, as a torch ``Dataset`` gives them."""
+        return self.images[i], int(self.labels[i])
+
     @property
     def num_classes(self) -> int:
         return len(self.classes)

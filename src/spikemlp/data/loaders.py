@@ -1,15 +1,12 @@
-"""The batch sources of training and evaluation: loaders for every data set and pipeline.
+"""The batch sources of training and evaluation, for every data set and pipeline.
 
-Two pipelines:
-- ``tensor``: in-memory data sets (CIFAR, MNIST) at their native size go through the data layer's
-  ``TensorBatchLoader``, which augments whole batches as tensors (random crop, flip) on the training
-  device; optional random erasing runs on the normalised batch (timm's RandomErasing works on batches).
+- ``tensor``: in-memory data sets (CIFAR, MNIST) at their native size, augmented a whole batch at a time
+  by ``TensorBatchLoader`` on the training device (then timm's batch-wise random erasing, if asked for).
 - ``timm``: ImageNet-style data, and in-memory data resized (the authors' CIFAR-10 protocol at 224),
-  go image by image through timm's ``create_transform`` (RandomResizedCrop, RandAugment, random erasing,
-  bicubic) in a DataLoader with workers; repeated augmentation uses timm's ``RepeatAugSampler``.
+  image by image through timm's ``create_transform`` in a DataLoader with workers.
 
-Both shard the training data over DDP ranks, and both can start an epoch part-way for a resume. The
-evaluation set is split into disjoint slices ``rank::world_size`` so that summed counts are exact.
+Both shard the training data over DDP ranks and can start an epoch part-way (a resume); the evaluation
+set is split into disjoint slices ``rank::world_size`` so that summed counts are exact.
 """
 
 from __future__ import annotations
@@ -128,28 +125,8 @@ def choose_pipeline(
     return "timm"
 
 
-class InMemoryImages(Dataset):
-    """An ``InMemorySplit`` seen image by image as PIL images, for the per-image timm transforms."""
-
-    def __init__(self, split, transform=None) -> None:
-        self.split = split
-        self.transform = transform
-        self.classes = list(split.classes)
-
-    def __len__(self) -> int:
-        return len(self.split.labels)
-
-    def __getitem__(self, i: int):
-        from PIL import Image
-
-        img = self.split.images[i]
-        arr = img[0].numpy() if img.shape[0] == 1 else img.permute(1, 2, 0).numpy()
-        pil = Image.fromarray(arr, mode="L" if img.shape[0] == 1 else "RGB")
-        return (self.transform(pil) if self.transform else pil), int(self.split.labels[i])
-
-
 class Transformed(Dataset):
-    """A Dataset of ``(image, label)`` with a transform applied to the image."""
+    """A Dataset of ``(image, label)`` (an ``InMemorySplit`` too) with a transform of the PIL image."""
 
     def __init__(self, base: Dataset, transform) -> None:
         self.base = base
@@ -192,40 +169,31 @@ class _OffsetSampler(Sampler):
 class TimmTrainLoader:
     """Per-image timm augmentation in a DataLoader; ``set_epoch`` reshuffles, ``skip`` resumes mid-epoch."""
 
-    def __init__(
-        self,
-        dataset: Dataset,
-        batch_size: int,
-        workers: int,
-        seed: int,
-        rank: int,
-        world_size: int,
-        repeated_aug: int,
-        pin_memory: bool,
-    ) -> None:
-        if repeated_aug > 1:
+    def __init__(self, dataset: Dataset, cfg, rank: int, world_size: int, pin_memory: bool) -> None:
+        if cfg.repeated_aug > 1:
             from timm.data.distributed_sampler import RepeatAugSampler
 
             base = RepeatAugSampler(
-                dataset, num_replicas=world_size, rank=rank, shuffle=True, num_repeats=repeated_aug
+                dataset, num_replicas=world_size, rank=rank, shuffle=True, num_repeats=cfg.repeated_aug
             )
         else:
-            base = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed)
+            base = DistributedSampler(
+                dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=cfg.seed
+            )
         self.sampler = _OffsetSampler(base)
-        self.seed = seed
+        self.seed = cfg.seed
         # Worker seeds come from this generator, re-seeded per epoch: augmentation then depends on
         # (seed, epoch), not on how much of the global random stream the run has used.
         self.generator = torch.Generator()
-        self.batch_size = batch_size
-        self.full_batches = len(base) // batch_size
+        self.batch_size = cfg.batch_size
+        self.full_batches = len(base) // cfg.batch_size
         self.loader = DataLoader(
             dataset,
-            batch_size=batch_size,
+            batch_size=cfg.batch_size,
             sampler=self.sampler,
-            num_workers=workers,
+            num_workers=cfg.workers,
             pin_memory=pin_memory,
             drop_last=True,
-            persistent_workers=False,
             generator=self.generator,
         )
 
@@ -312,29 +280,8 @@ def build_train_loader(cfg, split, facts_: DatasetInfo, pipeline: str, rank: int
         re_mode=cfg.remode,
         re_count=cfg.recount,
     )
-    dataset = InMemoryImages(split, transform) if is_in_memory(split) else Transformed(split, transform)
     return TimmTrainLoader(
-        dataset,
-        cfg.batch_size,
-        cfg.workers,
-        cfg.seed,
-        rank,
-        world_size,
-        cfg.repeated_aug,
-        pin_memory=torch.device(device).type == "cuda",
-    )
-
-
-def eval_transform(cfg, facts_: DatasetInfo, size: int):
-    from timm.data import create_transform
-
-    return create_transform(
-        input_size=(facts_.channels, size, size),
-        is_training=False,
-        interpolation=cfg.interpolation if cfg.interpolation != "random" else "bicubic",
-        mean=facts_.mean,
-        std=facts_.std,
-        crop_pct=cfg.crop_pct,
+        Transformed(split, transform), cfg, rank, world_size, torch.device(device).type == "cuda"
     )
 
 
@@ -345,32 +292,26 @@ def build_eval_loader(cfg, split, facts_: DatasetInfo, pipeline: str, rank: int,
     if pipeline == "tensor":
         if world_size > 1:
             split = InMemorySplit(
-                images=split.images[rank::world_size],
-                labels=split.labels[rank::world_size],
-                classes=split.classes,
-                name=split.name,
-                split=split.split,
+                split.images[rank::world_size],
+                split.labels[rank::world_size],
+                split.classes,
+                split.name,
+                split.split,
             )
-        return TensorBatchLoader(
-            split,
-            batch_size=batch,
-            shuffle=False,
-            augment=False,
-            mean=facts_.mean,
-            std=facts_.std,
-            device=device,
-            drop_last=False,
-            seed=0,
-        )
+        return TensorBatchLoader(split, batch, mean=facts_.mean, std=facts_.std, device=device)
+    from timm.data import create_transform
+
     size = cfg.img_size or facts_.image_size
-    transform = eval_transform(cfg, facts_, size)
-    dataset = InMemoryImages(split, transform) if is_in_memory(split) else Transformed(split, transform)
+    transform = create_transform(
+        input_size=(facts_.channels, size, size),
+        is_training=False,
+        interpolation=cfg.interpolation if cfg.interpolation != "random" else "bicubic",
+        mean=facts_.mean,
+        std=facts_.std,
+        crop_pct=cfg.crop_pct,
+    )
+    dataset = Transformed(split, transform)
     if world_size > 1:
         dataset = Subset(dataset, list(range(rank, len(dataset), world_size)))
-    return DataLoader(
-        dataset,
-        batch_size=batch,
-        shuffle=False,
-        num_workers=cfg.workers,
-        pin_memory=torch.device(device).type == "cuda",
-    )
+    pin = torch.device(device).type == "cuda"
+    return DataLoader(dataset, batch_size=batch, num_workers=cfg.workers, pin_memory=pin)

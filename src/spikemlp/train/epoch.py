@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,11 +19,8 @@ from torch import nn
 
 from .. import checkpoint as ckpt
 from .config import TrainConfig
-from .distributed import DistInfo, all_reduce_sum, broadcast_float
-from .run_log import RunLog
-from .run_state import RunState
+from .distributed import all_reduce_sum, broadcast_float
 from .state import restore_rng
-from .time_budget import TimeBudget
 
 
 class NonFiniteLossError(ValueError):
@@ -77,24 +73,22 @@ class EpochStats:
 
 
 class EpochRunner:
-    """Runs epochs of ``state`` over ``data.train_loader`` (``data.micro_per_epoch`` forward passes each).
+    """Runs epochs of ``run.state`` over ``run.data.train_loader`` (``micro_per_epoch`` forward passes each).
 
-    ``save_last`` writes the resume checkpoint (a collective); ``run_dir`` names the kept checkpoint when
-    the loss goes non-finite.
+    ``run`` is the training run (:class:`.trainer._Run`): its ``cfg``, ``info``, ``state``, ``data``,
+    ``budget``, ``log``, ``run_dir`` (named when the loss goes non-finite) and ``save_last()`` (writes the
+    resume checkpoint; a collective).
     """
 
-    def __init__(
-        self, cfg: TrainConfig, info: DistInfo, state: RunState, data, budget: TimeBudget, log: RunLog,
-        save_last: Callable[[], None], run_dir: Path,
-    ) -> None:  # fmt: skip
-        self.cfg, self.info, self.state, self.loader = cfg, info, state, data.train_loader
-        self.micro_per_epoch = data.micro_per_epoch
-        self.budget, self.log, self.save_last, self.run_dir = budget, log, save_last, run_dir
+    def __init__(self, run) -> None:
+        cfg, info, data = run.cfg, run.info, run.data
+        self.cfg, self.info, self.state, self.loader = cfg, info, run.state, data.train_loader
+        self.micro_per_epoch, self.updates_per_epoch = data.micro_per_epoch, data.updates_per_epoch
+        self.budget, self.log, self.save_last, self.run_dir = run.budget, run.log, run.save_last, run.run_dir
         self.dtype = torch.float64 if cfg.dtype == "float64" else torch.float32
         self.mixup_fn = mixup(cfg, data.num_classes)
         self.criterion = criterion(cfg, self.mixup_fn is not None)
         self.autocast = autocast(cfg, info.device)
-        self.updates_per_epoch = math.ceil(data.micro_per_epoch / cfg.accum_steps)
 
     def run(self) -> EpochStats:
         """Train from the state's position (``epoch``, ``micro``) to the end of the epoch, the end of

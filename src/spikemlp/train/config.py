@@ -135,10 +135,6 @@ def field_names() -> list[str]:
     return [f.name for f in dataclasses.fields(TrainConfig)]
 
 
-def _hints() -> dict[str, Any]:
-    return typing.get_type_hints(TrainConfig)
-
-
 def unknown_key_error(key: str, where: str) -> ConfigError:
     names = field_names()
     close = difflib.get_close_matches(key, names, n=3, cutoff=0.6)
@@ -157,7 +153,7 @@ def _type_name(tp: Any) -> str:
 
 def coerce(key: str, value: Any, where: str = "the configuration") -> Any:
     """Check ``value`` against the type of ``key`` and convert where it is lossless (``1`` -> ``1.0``)."""
-    hints = _hints()
+    hints = typing.get_type_hints(TrainConfig)
     if key not in hints:
         raise unknown_key_error(key, where)
     tp = hints[key]
@@ -165,46 +161,26 @@ def coerce(key: str, value: Any, where: str = "the configuration") -> Any:
     base = [a for a in typing.get_args(tp) if a is not type(None)][0] if optional else tp
     base = typing.get_origin(base) or base
     bad = ConfigError(f"config key '{key}' in {where} expects {_type_name(tp)}, got {value!r}")
-    if value is None:
-        if optional:
-            return None
+    if value is None and optional:
+        return None
+    if value is None or isinstance(value, bool) != (base is bool):  # YAML's true is no number or string
         raise bad
-    if base is bool:
-        if isinstance(value, bool):
-            return value
-        raise bad
-    if base is int:
-        if isinstance(value, bool):
-            raise bad
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise bad
-    if base is float:
-        if isinstance(value, bool):
-            raise bad
-        if isinstance(value, (int, float)):
+    if base in (bool, int) and isinstance(value, base):
+        return value
+    if base is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if base is float and isinstance(value, (int, float)):
+        return float(value)
+    if base is float and isinstance(value, str):
+        try:  # YAML 1.1 reads "1e-4" as a string
             return float(value)
-        if isinstance(value, str):
-            try:  # YAML 1.1 reads "1e-4" as a string
-                return float(value)
-            except ValueError:
-                raise bad from None
-        raise bad
-    if base is str:
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            return str(value)
-        raise bad
-    if base is list:
-        if isinstance(value, (list, tuple)):
-            return list(value)
-        raise bad
-    if base is dict:
-        if isinstance(value, dict):
-            return dict(value)
-        raise bad
-    raise bad  # pragma: no cover (every field has one of the types above)
+        except ValueError:
+            raise bad from None
+    if base is str and isinstance(value, (str, int, float)):
+        return str(value)
+    if (base is list and isinstance(value, (list, tuple))) or (base is dict and isinstance(value, dict)):
+        return base(value)
+    raise bad
 
 
 def parse_value(text: str) -> Any:

@@ -100,19 +100,8 @@ class ScheduleClock:
         self.total_steps = int(new_total)
 
     def state_dict(self) -> dict[str, float]:
-        return {
-            "warmup": self.warmup,
-            "end": self.end,
-            "total_steps": self.total_steps,
-            "anchor_step": self.anchor_step,
-            "anchor_value": self.anchor_value,
-            "slope": self.slope,
-        }
+        return dict(vars(self))
 
     def load_state_dict(self, state: dict[str, float]) -> None:
-        self.warmup = int(state["warmup"])
-        self.end = float(state["end"])
-        self.total_steps = int(state["total_steps"])
-        self.anchor_step = float(state["anchor_step"])
-        self.anchor_value = float(state["anchor_value"])
-        self.slope = float(state["slope"])
+        for key, value in vars(self).items():  # each value keeps its type (int or float)
+            setattr(self, key, type(value)(state[key]))

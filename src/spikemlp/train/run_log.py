@@ -14,21 +14,10 @@ from typing import Any
 
 from .evaluate import EvalResult
 
-METRIC_COLUMNS = [
-    "epoch",
-    "step",
-    "lr",
-    "train_loss",
-    "train_top1",
-    "test_top1",
-    "test_top5",
-    "test_loss",
-    "test_top1_single_view",
-    "ema_top1",
-    "epoch_seconds",
-    "images_per_second",
-    "wall_minutes",
-]
+METRIC_COLUMNS = (
+    "epoch step lr train_loss train_top1 test_top1 test_top5 test_loss test_top1_single_view ema_top1 "
+    "epoch_seconds images_per_second wall_minutes"
+).split()
 
 
 @dataclass

@@ -62,15 +62,8 @@ class RunState:
         rng_all = _gather_rng(info)
         if not info.is_main:
             return
-        counters = {
-            "epoch": self.epoch,
-            "micro": self.micro,
-            "global_step": self.global_step,
-            "total_steps": self.total_steps,
-            "best_top1": self.best_top1,
-            "best_epoch": self.best_epoch,
-            "elapsed_seconds": elapsed,
-        }
+        names = ("epoch", "micro", "global_step", "total_steps", "best_top1", "best_epoch")
+        counters = {k: getattr(self, k) for k in names} | {"elapsed_seconds": elapsed}
         state = {
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),

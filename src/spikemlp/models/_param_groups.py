@@ -69,11 +69,10 @@ def param_groups(
             no_decay.append(p)
         else:
             decay.append(p)
+    main = "decay" if exclude_bias_norm else "main"
     groups = [
-        {"name": "decay" if exclude_bias_norm else "main", "params": decay, "weight_decay": weight_decay},
-        {"name": "no_decay", "params": no_decay, "weight_decay": 0.0},
+        {"name": main, "params": decay, "weight_decay": weight_decay, "lr": lr},
+        {"name": "no_decay", "params": no_decay, "weight_decay": 0.0, "lr": lr},
+        {"name": "lif", "params": lif_params, "weight_decay": lif_weight_decay, "lr": lif_lr},
     ]
-    for g in groups:
-        g["lr"] = lr
-    groups.append({"name": "lif", "params": lif_params, "weight_decay": lif_weight_decay, "lr": lif_lr})
     return [g for g in groups if g["params"]]

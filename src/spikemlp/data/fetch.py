@@ -12,7 +12,6 @@ import hashlib
 import http.client
 import os
 import tarfile
-import urllib.error
 import urllib.request
 import zipfile
 from collections.abc import Callable
@@ -51,13 +50,7 @@ def _fetch(item: Download, dest: Path, timeout: float, log: Callable[[str], None
         try:
             log(f"downloading {url}")
             atomic_write(dest, lambda tmp, url=url, h=h: _download(url, tmp, timeout, h), suffix=".part")
-        except (
-            urllib.error.URLError,
-            TimeoutError,
-            ConnectionError,
-            http.client.HTTPException,
-            OSError,
-        ) as err:
+        except (http.client.HTTPException, OSError) as err:  # URLError, timeouts, refused connections
             reason = getattr(err, "reason", None) or err
             errors.append(f"{url}: {reason}")
             continue

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,7 @@ def open_rgb(path: str | Path):
         ) from None
 
 
+@dataclass(eq=False, repr=False)  # compared and shown as a Dataset (its sample list can be long)
 class ImageFileDataset(Dataset):
     """Images listed as ``(path, label)`` pairs, decoded on access.
 
@@ -49,24 +51,17 @@ class ImageFileDataset(Dataset):
     the label of every sample (cheap class counts without decoding).
     """
 
-    def __init__(
-        self,
-        samples: list[tuple[str, int]],
-        classes: list[str],
-        class_ids: list[str],
-        root: str | Path,
-        name: str,
-        split: str,
-        transform: Callable[[Any], Any] | None = None,
-    ) -> None:
-        self.samples = samples
-        self.targets = [label for _, label in samples]
-        self.classes = classes
-        self.class_ids = class_ids
-        self.root = str(root)
-        self.name = name
-        self.split = split
-        self.transform = transform
+    samples: list[tuple[str, int]]
+    classes: list[str]
+    class_ids: list[str]
+    root: str | Path
+    name: str
+    split: str
+    transform: Callable[[Any], Any] | None = None
+
+    def __post_init__(self) -> None:
+        self.root = str(self.root)
+        self.targets = [label for _, label in self.samples]
 
     def __len__(self) -> int:
         return len(self.samples)

@@ -23,12 +23,8 @@ SYSTEM_DATA_DIR = Path("/usr/share/datasets")
 
 
 def search_locations(data_dir: str | os.PathLike | None = None) -> list[tuple[str, Path]]:
-    """The directories searched for data, in order, each with the name a user knows it by.
-
-    With ``data_dir`` only that directory. Otherwise ``$SPIKEMLP_DATA`` (several directories may be given,
-    separated by ``os.pathsep``), ``./data``, ``~/.cache/spikemlp``, ``/usr/share/datasets`` and
-    ``../shared/data`` when that exists (relative to the current directory).
-    """
+    """The directories searched for data, in the order of the module docstring, each with the name a user
+    knows it by; ``$SPIKEMLP_DATA`` may hold several, separated by ``os.pathsep``."""
     if data_dir is not None:
         return [("--data-dir", Path(data_dir).expanduser())]
     places: list[tuple[str, Path]] = []

@@ -20,7 +20,7 @@ from torch import nn
 from .. import checkpoint as ckpt
 from .config import TrainConfig
 from .distributed import all_reduce_sum, broadcast_float
-from .state import restore_rng
+from .run_state import restore_rng
 
 
 class NonFiniteLossError(ValueError):
@@ -155,14 +155,8 @@ class EpochRunner:
             if all_reduce_sum(bad, info).item() > 0:
                 raise self._non_finite(loss)
             state.scaler.scale(loss / self.cfg.accum_steps).backward()
-        with torch.no_grad():
-            stats.sums += torch.stack(
-                [
-                    loss.detach().double().cpu() * len(hard),
-                    (logits.detach().argmax(1) == hard).sum().double().cpu(),
-                    torch.tensor(float(len(hard)), dtype=torch.float64),
-                ]
-            )
+        correct = float((logits.detach().argmax(1) == hard).sum())
+        stats.sums += torch.tensor([float(loss) * len(hard), correct, float(len(hard))], dtype=torch.float64)
         stats.images += len(hard)
         return loss
 

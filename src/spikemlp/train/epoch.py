@@ -155,9 +155,9 @@ class EpochRunner:
             if all_reduce_sum(bad, info).item() > 0:
                 raise self._non_finite(loss)
             state.scaler.scale(loss / self.cfg.accum_steps).backward()
-        correct = float((logits.detach().argmax(1) == hard).sum())
-        stats.sums += torch.tensor([float(loss) * len(hard), correct, float(len(hard))], dtype=torch.float64)
-        stats.images += len(hard)
+        n, correct = len(hard), float((logits.detach().argmax(1) == hard).sum())
+        stats.sums += torch.tensor([float(loss.detach()) * n, correct, float(n)], dtype=torch.float64)
+        stats.images += n
         return loss
 
     def _non_finite(self, loss: torch.Tensor) -> NonFiniteLossError:

@@ -166,6 +166,5 @@ def format_report(report: CheckReport) -> str:
         lines += [f"    - {p}" for p in report.problems]
         lines.append("  result: NOT usable")
     else:
-        lines.append("  problems: none")
-        lines.append("  result: usable")
+        lines += ["  problems: none", "  result: usable"]
     return "\n".join(lines)

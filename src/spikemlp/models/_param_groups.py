@@ -1,9 +1,6 @@
-"""Optimizer parameter groups with the trainable LIF time constants and thresholds in a group of their own.
-
-SNN-MLP's recipe (docs/snn_mlp.md#training-recipe) trains tau and V_th with their own learning rate and no
-weight decay, and freezes them during the first epoch. This is the one builder of those groups: the
-training loop's (``spikemlp.train.optim.param_groups``) and SNN-MLP's (``spikemlp.models.snn_mlp.
-param_groups``) are this function.
+"""Optimizer parameter groups with the trainable LIF time constants and thresholds in a group of their own
+(SNN-MLP's recipe, docs/snn_mlp.md#training-recipe: their own learning rate, no weight decay, frozen in
+the first epoch); the one builder, behind ``spikemlp.train.optim`` and ``spikemlp.models.snn_mlp``.
 """
 
 from __future__ import annotations

@@ -188,10 +188,7 @@ def _launch_or_train(cfg, run_dir: Path, resume: bool, argv: list[str], started_
 def _format_per_class(names: list[str], acc: list[float], totals: list[int]) -> str:
     cells = [f"{n[:18]:>18} {a:6.2f}% ({t})" for n, a, t in zip(names, acc, totals)]
     cols = 3 if len(cells) > 12 else 1
-    lines = []
-    for i in range(0, len(cells), cols):
-        lines.append("  ".join(cells[i : i + cols]))
-    return "\n".join(lines)
+    return "\n".join("  ".join(cells[i : i + cols]) for i in range(0, len(cells), cols))
 
 
 def run_eval(args: argparse.Namespace) -> int:

@@ -1,11 +1,6 @@
-"""Optimizer parameter groups and the learning-rate schedule of a training run.
-
-Groups: parameters with weight decay; optionally biases and norm parameters without it (the usual
-exclusion, ``wd_exclude_bias_norm``); and, for SNN-MLP, the LIF ``tau`` and ``V_th`` scalars in a group
-of their own (docs/snn_mlp.md#training-recipe: lr 1e-4, no weight decay, frozen during the first epoch). The
-optimizer itself comes from timm (``create_optimizer_v2``: sgd, adamw, lamb, ...); the schedule is timm's
-cosine with linear warm-up, stepped per optimizer update so that short runs and time budgets get a smooth
-curve.
+"""The optimizer and learning-rate schedule of a training run: a timm optimizer (``create_optimizer_v2``)
+over the groups of :mod:`spikemlp.models._param_groups`, and timm's cosine schedule with linear warm-up,
+stepped per optimizer update so that short runs and time budgets get a smooth curve.
 """
 
 from __future__ import annotations

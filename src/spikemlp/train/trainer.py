@@ -4,9 +4,7 @@ A run folder holds ``config.yaml`` (the resolved configuration), ``metrics.csv``
 TensorBoard event files, the checkpoints ``last/`` and ``best/`` (see :mod:`spikemlp.checkpoint`)
 and, at the end, ``summary.json``. Under ``torchrun`` every rank trains its shard and only rank 0 writes.
 
-The parts: :mod:`.run_state` (model, optimizer, EMA, RNG and their checkpoint: exact resume),
-:mod:`.epoch` (one epoch of steps), :mod:`.time_budget` (every decision of ``time_budget``),
-:mod:`.run_log` (console, CSV, TensorBoard); this module reads the data and wires them together.
+This module reads the data and wires the parts of the loop together (docs/architecture.md names them).
 """
 
 from __future__ import annotations
@@ -38,7 +36,7 @@ from .distributed import (
     seconds_since_launch,
     setup,
 )
-from .epoch import EpochRunner, EpochStats, NonFiniteLossError, autocast
+from .epoch import EpochRunner, EpochStats, NonFiniteLossError
 from .evaluate import EvalResult, evaluate
 from .run_log import EpochRecord, RunLog
 from .run_state import build_state
@@ -205,17 +203,10 @@ class _Run:
         return self.cfg.batch_size * self.cfg.accum_steps * self.info.world_size
 
     def evaluate(self, module: nn.Module) -> EvalResult:
-        cfg, info = self.cfg, self.info
+        d, e, info = self.data, self.epochs, self.info
         broadcast_buffers(module, info)  # every rank evaluates with rank 0's statistics, the checkpoint's
         return evaluate(
-            module,
-            self.data.test_loader,
-            self.data.num_classes,
-            info.device,
-            info,
-            autocast(cfg, info.device),
-            self.epochs.dtype,
-            cfg.tta,
+            module, d.test_loader, d.num_classes, info.device, info, e.autocast, e.dtype, self.cfg.tta
         )
 
     def save_last(self) -> None:

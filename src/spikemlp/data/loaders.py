@@ -12,6 +12,7 @@ set is split into disjoint slices ``rank::world_size`` so that summed counts are
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections.abc import Mapping
 from typing import Any
 
@@ -107,22 +108,20 @@ def class_names(split: Any, num_classes: int) -> list[str]:
 def choose_pipeline(
     requested: str, train_split: Any, native_size: int, img_size: int | None, auto_augment
 ) -> str:
+    in_memory, native = is_in_memory(train_split), img_size in (None, native_size)
+    if requested == "tensor" and not in_memory:
+        raise ValueError(
+            "pipeline 'tensor' needs an in-memory data set (CIFAR, MNIST); use --pipeline timm for "
+            "ImageNet-style folders"
+        )
+    if requested == "tensor" and not native:
+        raise ValueError(
+            f"pipeline 'tensor' trains at the data's native size {native_size}, but img_size is "
+            f"{img_size}; use --pipeline timm to resize (the authors' CIFAR protocol at 224 does)"
+        )
     if requested != "auto":
-        if requested == "tensor":
-            if not is_in_memory(train_split):
-                raise ValueError(
-                    "pipeline 'tensor' needs an in-memory data set (CIFAR, MNIST); use --pipeline timm for "
-                    "ImageNet-style folders"
-                )
-            if img_size not in (None, native_size):
-                raise ValueError(
-                    f"pipeline 'tensor' trains at the data's native size {native_size}, but img_size is "
-                    f"{img_size}; use --pipeline timm to resize (the authors' CIFAR protocol at 224 does)"
-                )
         return requested
-    if is_in_memory(train_split) and img_size in (None, native_size) and not auto_augment:
-        return "tensor"
-    return "timm"
+    return "tensor" if in_memory and native and not auto_augment else "timm"
 
 
 class Transformed(Dataset):
@@ -155,9 +154,7 @@ class _OffsetSampler(Sampler):
         self.start = 0
 
     def __iter__(self):
-        for i, idx in enumerate(self.sampler):
-            if i >= self.start:
-                yield idx
+        return itertools.islice(self.sampler, self.start, None)
 
     def __len__(self) -> int:
         return max(0, len(self.sampler) - self.start)
@@ -217,9 +214,7 @@ class TensorTrainLoader:
     so the loader's random stream stays exactly where an uninterrupted epoch would have it)."""
 
     def __init__(self, inner, random_erasing=None) -> None:
-        self.inner = inner
-        self.random_erasing = random_erasing
-        self._skip = 0
+        self.inner, self.random_erasing, self._skip = inner, random_erasing, 0
 
     def set_epoch(self, epoch: int) -> None:
         self._skip = 0
@@ -232,9 +227,7 @@ class TensorTrainLoader:
         return len(self.inner)
 
     def __iter__(self):
-        for i, (x, y) in enumerate(self.inner):
-            if i < self._skip:
-                continue
+        for x, y in itertools.islice(self.inner, self._skip, None):
             if self.random_erasing is not None:
                 x = self.random_erasing(x)
             yield x, y

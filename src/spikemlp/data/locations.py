@@ -60,17 +60,10 @@ def required_files(info: DatasetInfo, split: str | None = None) -> list[str]:
     splits when None). Idx files count as present when either the ``.gz`` or the plain file exists."""
     splits = [check_split(split)] if split else ["train", "test"]
     if info.in_memory:
-        names: list[str] = []
-        for s in splits:
-            names += [f for f in info.split_files[s] if f not in names]
-        return names
+        return list(dict.fromkeys(f for s in splits for f in info.split_files[s]))  # each file once
     if info.name == "tiny_imagenet":
-        need = ["wnids.txt"]
-        if "train" in splits:
-            need.append("train/")
-        if "test" in splits:
-            need += ["val/images/", "val/val_annotations.txt"]
-        return need
+        tiny = {"train": ["train/"], "test": ["val/images/", "val/val_annotations.txt"]}
+        return ["wnids.txt"] + [f for s in splits for f in tiny[s]]
     return [{"train": "train/", "test": "val/"}[s] for s in splits]
 
 

@@ -37,12 +37,6 @@ def criterion(cfg: TrainConfig, mixing: bool) -> nn.Module:
     return nn.CrossEntropyLoss()
 
 
-def autocast(cfg: TrainConfig, device: torch.device):
-    if cfg.amp == "none" or device.type != "cuda":
-        return contextlib.nullcontext()
-    return torch.autocast("cuda", dtype=torch.bfloat16 if cfg.amp == "bf16" else torch.float16)
-
-
 def mixup(cfg: TrainConfig, num_classes: int):
     """timm's Mixup/CutMix for the recipe, or None when it mixes nothing."""
     if cfg.mixup <= 0 and cfg.cutmix <= 0:
@@ -88,7 +82,9 @@ class EpochRunner:
         self.dtype = torch.float64 if cfg.dtype == "float64" else torch.float32
         self.mixup_fn = mixup(cfg, data.num_classes)
         self.criterion = criterion(cfg, self.mixup_fn is not None)
-        self.autocast = autocast(cfg, info.device)
+        amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
+        on_cuda = amp is not None and info.device.type == "cuda"  # amp applies to CUDA only
+        self.autocast = torch.autocast("cuda", dtype=amp) if on_cuda else contextlib.nullcontext()
 
     def run(self) -> EpochStats:
         """Train from the state's position (``epoch``, ``micro``) to the end of the epoch, the end of

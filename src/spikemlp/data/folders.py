@@ -98,9 +98,8 @@ class ImageFileDataset(Dataset):
         for (path, _), a in zip(self.samples, arrays, strict=True):
             if a.shape != shape:
                 raise DataError(
-                    f"{path}: image of size {a.shape[1]}x{a.shape[0]} but the first is "
-                    f"{shape[1]}x{shape[0]}; "
-                    "pass size= to resize all images to one size."
+                    f"{path}: image of size {a.shape[1]}x{a.shape[0]} but the first is {shape[1]}x{shape[0]}"
+                    "; pass size= to resize all images to one size."
                 )
         images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
         labels = torch.tensor(self.targets, dtype=torch.int64)
@@ -152,12 +151,9 @@ def read_image_folder(
     class_root = root / "train" if (root / "train").is_dir() else sub
     class_ids = _subdirs(class_root)
     if not class_ids:
-        loose = _list_images(class_root)
-        hint = (
-            f" It holds {len(loose)} images directly: sort them into one folder per class first."
-            if loose
-            else ""
-        )
+        hint = ""
+        if loose := _list_images(class_root):
+            hint = f" It holds {len(loose)} images directly: sort them into one folder per class first."
         raise DataError(f"{class_root}: no class folders; expected {class_root}/<class>/*.JPEG.{hint}")
     index = {c: i for i, c in enumerate(class_ids)}
     samples: list[tuple[str, int]] = []

@@ -65,6 +65,10 @@ def _idx_downloads(mirrors: tuple[str, ...], md5: dict[str, str]) -> tuple[Downl
     return tuple(Download(name, tuple(m + name for m in mirrors), sum_) for name, sum_ in md5.items())
 
 
+def _cifar_download(filename: str, md5: str) -> tuple[Download, ...]:
+    return (Download(filename, (f"https://www.cs.toronto.edu/~kriz/{filename}",), md5, archive="tar.gz"),)
+
+
 _FASHION_MD5 = {
     "train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
     "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
@@ -101,14 +105,7 @@ DATASET_INFO: dict[str, DatasetInfo] = {
             "test_batch": "40351d587109b95175f43aff81a1287e",
             "batches.meta": "5ff9c542aee3614f3951f8cda6e48888",
         },
-        downloads=(
-            Download(
-                "cifar-10-python.tar.gz",
-                ("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",),
-                "c58f30108f718f92721af3b95e74349a",
-                archive="tar.gz",
-            ),
-        ),
+        downloads=_cifar_download("cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a"),
         homepage="https://www.cs.toronto.edu/~kriz/cifar.html",
     ),
     "cifar100": DatasetInfo(
@@ -126,14 +123,7 @@ DATASET_INFO: dict[str, DatasetInfo] = {
             "test": "f0ef6b0ae62326f3e7ffdfab6717acfc",
             "meta": "7973b15100ade9c7d40fb424638fde48",
         },
-        downloads=(
-            Download(
-                "cifar-100-python.tar.gz",
-                ("https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",),
-                "eb9058c3a382ffc7106e4002c42a8d85",
-                archive="tar.gz",
-            ),
-        ),
+        downloads=_cifar_download("cifar-100-python.tar.gz", "eb9058c3a382ffc7106e4002c42a8d85"),
         homepage="https://www.cs.toronto.edu/~kriz/cifar.html",
     ),
     "fashion_mnist": DatasetInfo(

@@ -81,9 +81,8 @@ class TrainConfig:
     wd_exclude_bias_norm: bool = False  # no weight decay on biases and norm parameters (1-d tensors)
     clip_grad: float | None = None  # clip the global gradient norm to this value
     accum_steps: int = 1  # gradient accumulation: forward passes per optimizer step
-    # PyTorch's fused kernel for Adam, AdamW and SGD (one pass over all parameters per step instead of
-    # about ten small ops per tensor; the same update up to rounding). On small models on CPU the
-    # per-tensor loop is several percent of a training step.
+    # PyTorch's fused kernel for Adam, AdamW and SGD: one pass over all parameters per step instead of
+    # about ten small ops per tensor (the same update up to rounding)
     opt_fused: bool = True
     epochs: int = 100
     warmup_epochs: float = 0.0

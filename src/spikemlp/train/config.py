@@ -141,13 +141,9 @@ def unknown_key_error(key: str, where: str) -> ConfigError:
     return ConfigError(f"unknown config key '{key}' in {where}.{hint} Valid keys: {', '.join(names)}")
 
 
-def _type_name(tp: Any) -> str:
-    args = [a for a in typing.get_args(tp) if a is not type(None)]
-    base = args[0] if args else tp
-    name = getattr(base, "__name__", str(base))
-    return {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string"}.get(
-        name, f"a {name}"
-    ) + (" or null" if type(None) in typing.get_args(tp) else "")
+def _type_name(base: type, optional: bool) -> str:
+    names = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+    return names.get(base, f"a {base.__name__}") + (" or null" if optional else "")
 
 
 def coerce(key: str, value: Any, where: str = "the configuration") -> Any:
@@ -159,7 +155,7 @@ def coerce(key: str, value: Any, where: str = "the configuration") -> Any:
     optional = isinstance(tp, types.UnionType) and type(None) in typing.get_args(tp)
     base = [a for a in typing.get_args(tp) if a is not type(None)][0] if optional else tp
     base = typing.get_origin(base) or base
-    bad = ConfigError(f"config key '{key}' in {where} expects {_type_name(tp)}, got {value!r}")
+    bad = ConfigError(f"config key '{key}' in {where} expects {_type_name(base, optional)}, got {value!r}")
     if value is None and optional:
         return None
     if value is None or isinstance(value, bool) != (base is bool):  # YAML's true is no number or string

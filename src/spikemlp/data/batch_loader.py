@@ -49,12 +49,9 @@ def _intra_op_threads(n: int | None) -> Iterator[None]:
 def window_table(
     h: int, w: int, padding: int, flip: bool, device: torch.device | str = "cpu"
 ) -> torch.Tensor:
-    """Flat indices into an ``(h + 2p) x (w + 2p)`` padded image of every crop window, ``[K, h * w]``.
-
-    Row ``(oy * (2p + 1) + ox) * F + f`` holds the window at offset ``(oy, ox)``, mirrored left-right when
-    ``f`` is 1 (``F`` = 2 with ``flip``, else 1). There are only ``(2p + 1)^2 * F`` windows (162 for CIFAR's
-    p = 4), so a batch's gather index is one ``index_select`` of this table.
-    """
+    """Flat indices into an ``(h + 2p) x (w + 2p)`` padded image of every crop window, ``[K, h * w]``: row
+    ``(oy * (2p + 1) + ox) * F + f`` is the window at offset ``(oy, ox)``, mirrored when ``f`` is 1 (``F`` =
+    2 with ``flip``, else 1). A batch's gather index is then one ``index_select`` of this small table."""
     k, nf, wp = 2 * padding + 1, 2 if flip else 1, w + 2 * padding
     oy = torch.arange(k, device=device).view(k, 1, 1, 1, 1)
     ox = torch.arange(k, device=device).view(1, k, 1, 1, 1)
@@ -109,14 +106,13 @@ class TensorBatchLoader:
             shards are padded by wrapping around the order (equal lengths, a few samples seen twice).
         seed: base seed for order and augmentation.
         rank, world_size: this process's shard under data parallelism.
-        dtype: floating type of the returned images.
         threads: intra-op threads PyTorch uses while a batch is built on the CPU (the setting is restored
             before the batch is returned). The default 1 is deliberate: these small memory-bound ops gain
             little from more threads, and a fork/join per op stalls badly whenever another process
             competes for the cores. ``None`` keeps PyTorch's setting.
 
-    The epoch is advanced after each pass; ``set_epoch(e)`` chooses it explicitly (as with PyTorch's
-    ``DistributedSampler``). Batches depend only on (seed, epoch, rank, world_size) and the settings.
+    Each pass advances the epoch (``set_epoch`` chooses it); batches depend on (seed, epoch, rank,
+    world_size) and the settings alone.
     """
 
     def __init__(

@@ -45,15 +45,12 @@ def open_rgb(path: str | Path):
 
 @dataclass(eq=False, repr=False)  # compared and shown as a Dataset (its sample list can be long)
 class ImageFileDataset(Dataset):
-    """Images listed as ``(path, label)`` pairs, decoded on access.
-
-    ``classes`` are the class names, ``class_ids`` the folder names / wnids they come from, ``targets``
-    the label of every sample (cheap class counts without decoding).
-    """
+    """Images listed as ``(path, label)`` pairs, decoded on access; ``targets``: every sample's label (class
+    counts without decoding)."""
 
     samples: list[tuple[str, int]]
-    classes: list[str]
-    class_ids: list[str]
+    classes: list[str]  # the class names
+    class_ids: list[str]  # the folder names (wnids) they come from
     root: str | Path
     name: str
     split: str

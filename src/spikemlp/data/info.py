@@ -26,13 +26,7 @@ class Download:
 
 @dataclass(frozen=True)
 class DatasetInfo:
-    """Facts about one data set.
-
-    ``folders``: names of the data set's folder inside a data directory, the canonical one first.
-    ``split_files``: for the in-memory formats, the files each split needs (idx files may also be plain,
-    without ``.gz``). ``official_md5``: the md5 of each file of the official release, where known.
-    ``layout``: a one-line description of the expected files, for error messages.
-    """
+    """Facts about one data set."""
 
     name: str
     num_classes: int
@@ -40,11 +34,12 @@ class DatasetInfo:
     channels: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
-    folders: tuple[str, ...]
-    layout: str
+    folders: tuple[str, ...]  # names of its folder inside a data directory, the canonical one first
+    layout: str  # a one-line description of the expected files, for error messages
     in_memory: bool = True
+    # the in-memory formats: the files each split needs (idx files may also be plain, without .gz)
     split_files: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    official_md5: dict[str, str] = field(default_factory=dict)
+    official_md5: dict[str, str] = field(default_factory=dict)  # of the official release's files, where known
     downloads: tuple[Download, ...] = ()
     homepage: str = ""
 

@@ -85,13 +85,9 @@ def _looks_like(info: DatasetInfo, folder: Path) -> bool:
 
 
 def find_data_dir(name: str, data_dir: str | os.PathLike | None = None, split: str | None = None) -> Path:
-    """The folder holding data set ``name`` (e.g. ``.../cifar-10-batches-py``).
-
-    The first search location (see ``search_locations``) holding a folder with one of the data set's
-    names wins; it must contain the files that ``split`` needs (all splits when None). Raises ``DataError``
-    listing every place searched and the files expected when there is none, or naming the missing files
-    when the folder found is incomplete.
-    """
+    """The folder holding data set ``name`` (e.g. ``.../cifar-10-batches-py``): the first of its folders in
+    ``search_locations``, which must hold the files ``split`` needs (all splits when None). ``DataError``
+    names every place searched when there is none, or the missing files when the folder is incomplete."""
     info = get_info(name)
     places = search_locations(data_dir)
     for _, base in places:

@@ -15,11 +15,8 @@ _LIF_SCALAR = re.compile(r"(^|\.)(tau|Vth|v_th|v_threshold)$")
 
 
 def lif_parameter_names(model: nn.Module) -> set[str]:
-    """Names of the trainable LIF time constants and thresholds (SNN-MLP's group LIF).
-
-    Uses the model's own ``lif_parameters()`` helper when it has one (a list of names, or of
-    ``(name, parameter)`` pairs, or of parameters); otherwise matches scalar parameters named tau / V_th.
-    """
+    """Names of the trainable LIF time constants and thresholds (SNN-MLP's group LIF): from the model's
+    ``lif_parameters()`` (names, ``(name, parameter)`` pairs or parameters), else scalars named tau / V_th."""
     named = dict(model.named_parameters())
     helper = getattr(model, "lif_parameters", None) or getattr(model, "lif_parameter_names", None)
     if callable(helper):

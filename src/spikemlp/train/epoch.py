@@ -67,12 +67,8 @@ class EpochStats:
 
 
 class EpochRunner:
-    """Runs epochs of ``run.state`` over ``run.data.train_loader`` (``micro_per_epoch`` forward passes each).
-
-    ``run`` is the training run (:class:`.trainer._Run`): its ``cfg``, ``info``, ``state``, ``data``,
-    ``budget``, ``log``, ``run_dir`` (named when the loss goes non-finite) and ``save_last()`` (writes the
-    resume checkpoint; a collective).
-    """
+    """Runs epochs of ``run.state`` over ``run.data.train_loader`` for ``run``, the training run
+    (:class:`.trainer._Run`): it reads the run's parts and calls its ``save_last()`` (a collective)."""
 
     def __init__(self, run) -> None:
         cfg, info, data = run.cfg, run.info, run.data

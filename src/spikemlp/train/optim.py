@@ -5,6 +5,8 @@ stepped per optimizer update so that short runs and time budgets get a smooth cu
 
 from __future__ import annotations
 
+import difflib
+
 import torch
 from torch import nn
 
@@ -33,8 +35,6 @@ def build_optimizer(model: nn.Module, cfg, global_batch: int) -> torch.optim.Opt
     # variant, available here as "nesterov".
     name = "momentum" if cfg.opt.lower() == "sgd" else cfg.opt.lower()
     if name not in list_optimizers():
-        import difflib
-
         close = difflib.get_close_matches(name, list_optimizers(), n=3)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
         raise ValueError(f"unknown optimizer '{cfg.opt}'.{hint} Common choices: sgd, nesterov, adamw, lamb")
@@ -66,13 +66,9 @@ def build_scheduler(optimizer, cfg, global_batch: int, total_steps: int, warmup_
 
 
 class ScheduleClock:
-    """Maps optimizer steps to the scheduler's time axis, so that the time budget can move the end of the
-    schedule without a jump in the learning rate.
-
-    The scheduler is built for ``total_steps``; at first the clock is the step count itself. ``refit``
-    (after warm-up) makes the rest of the schedule, from the current point, last until ``new_total``:
-    the clock keeps its value now and runs faster or slower from here on.
-    """
+    """Maps optimizer steps to the time axis of the scheduler (built for ``total_steps``), so that the time
+    budget can move the end of the schedule without a jump in the learning rate: ``refit`` (after warm-up)
+    keeps the clock's value now and makes it run faster or slower, to reach the end at ``new_total``."""
 
     def __init__(self, warmup_steps: int, total_steps: int) -> None:
         self.warmup = int(warmup_steps)

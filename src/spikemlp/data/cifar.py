@@ -1,9 +1,8 @@
 """CIFAR-10 and CIFAR-100 in the python pickle layout (``cifar-10-batches-py/``, ``cifar-100-python/``).
 
 Each batch is a pickled dict with a uint8 ``data`` array ``[N, 3072]`` (1024 red, 1024 green, 1024 blue
-values per row) and a list of labels. Rows reshape to ``[N, 3, 32, 32]`` without copying, so a whole split
-reads in a fraction of a second. Only the standard keys are read, so copies whose md5 sums differ from
-the official archive (e.g. without the ``filenames`` key) load unchanged.
+values per row, so rows reshape to ``[N, 3, 32, 32]``) and a list of labels. Only the standard keys are
+read: copies whose md5 sums differ from the official archive (e.g. without ``filenames``) load unchanged.
 
 The pickles are read by an unpickler that only builds numpy arrays and plain containers: a data file
 cannot run code.

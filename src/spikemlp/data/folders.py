@@ -135,10 +135,7 @@ def read_image_folder(
     root: str | Path, split: str, transform: Callable | None = None, name: str = "imagenet"
 ) -> ImageFileDataset:
     """An ImageNet-style split: ``root/train/<class>/...`` for 'train', ``root/val/<class>/...`` for 'test'.
-
-    Class order and names come from ``root/train`` (from ``root/val`` when there is no train folder);
-    a ``words.txt`` beside them, if present, turns folder names (wnids) into readable names.
-    """
+    Classes come from ``root/train`` (else ``root/val``), named by a ``words.txt`` beside them if any."""
     root = Path(root)
     sub = root / ("train" if split == "train" else "val")
     if not sub.is_dir():

@@ -88,8 +88,7 @@ class EpochRunner:
         cfg, state = self.cfg, self.state
         state.train_model.train()
         self.loader.set_epoch(state.epoch)
-        if state.micro:
-            self.loader.skip(state.micro)
+        self.loader.skip(state.micro)  # non-zero: resumed mid-epoch
         if state.rng is not None:
             restore_rng(state.rng)
             state.rng = None

@@ -109,8 +109,7 @@ def save_checkpoint(
 ) -> Path:
     """Write a checkpoint folder atomically (see the module docstring) and return its path."""
     folder = Path(folder)
-    tmp = folder.with_name(folder.name + ".tmp")
-    old = folder.with_name(folder.name + ".old")
+    tmp, old = folder.with_name(folder.name + ".tmp"), folder.with_name(folder.name + ".old")
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)

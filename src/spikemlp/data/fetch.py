@@ -8,6 +8,7 @@ says so plainly.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import os
@@ -100,10 +101,8 @@ def download(
             f"Put it under --data-dir DIR as {info.folders[0]}/ with {info.layout}."
         )
     root = download_dir(data_dir)
-    try:
+    with contextlib.suppress(DataError):  # already there
         return find_data_dir(info.name, root)
-    except DataError:
-        pass
     folder = root / info.folders[0]
     made_folder = not info.downloads[0].archive and not folder.exists()
     try:

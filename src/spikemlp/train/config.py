@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import inspect
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -119,15 +121,9 @@ ALIASES = {"data_set": "data", "dataset": "data", "drop_path_rate": "drop_path",
 
 def field_help() -> dict[str, str]:
     """The comment beside each key in the class body above (shown by ``spikemlp train --help``)."""
-    import inspect
-    import re
-
-    out = {}
-    for line in inspect.getsource(TrainConfig).splitlines():
-        m = re.match(r"\s+(\w+): [^=]+=.*?#\s*(.*)$", line)
-        if m:
-            out[m.group(1)] = m.group(2)
-    return out
+    lines = inspect.getsource(TrainConfig).splitlines()
+    found = (re.match(r"\s+(\w+): [^=]+=.*?#\s*(.*)$", line) for line in lines)
+    return {m.group(1): m.group(2) for m in found if m}
 
 
 def field_names() -> list[str]:

@@ -43,9 +43,7 @@ class RunLog:
     ``start_epoch`` keeps the CSV rows of the epochs before it."""
 
     def __init__(self, run_dir: Path, active: bool, start_epoch: int = 0, progress: bool = False) -> None:
-        self.active = active
-        self.progress = progress and active
-        self.tb = None
+        self.active, self.progress, self.tb = active, progress and active, None
         if not active:
             return
         self.csv_path = run_dir / "metrics.csv"

@@ -1,11 +1,10 @@
 """The state of a training run: model, optimizer, schedule, EMA, gradient scaler, counters and random
 streams, built from the config, saved to the ``last`` checkpoint and restored from it.
 
-Resume is exact: the checkpoint carries the optimizer, scheduler, schedule clock, scaler and EMA, every
-rank's random streams and the position inside the epoch (with the epoch's running sums), so a resumed run
-continues as an uninterrupted one would have (bit for bit in deterministic CPU mode). The random streams
-are PyTorch's (CPU and CUDA), NumPy's (timm's mixup draws from it) and Python's (timm's RandAugment),
-stored as plain tensors and numbers so that the checkpoint loads with ``weights_only=True``.
+Resume is exact (bit for bit in deterministic CPU mode): the checkpoint carries all of these, with the
+position inside the epoch and its running sums. The random streams, every rank's, are PyTorch's (CPU and
+CUDA), NumPy's (timm's mixup) and Python's (timm's RandAugment), stored as plain tensors and numbers so
+that the checkpoint loads with ``weights_only=True``.
 """
 
 from __future__ import annotations

@@ -29,9 +29,8 @@ from .synthetic import SYNTHETIC, SYNTHETIC_INFO, synthetic_split
 
 @dataclasses.dataclass(frozen=True)
 class EvalSettings:
-    """How an evaluation reads a data set. The fields are keys of the training configuration, with its
-    defaults (``spikemlp.train.TrainConfig`` works wherever an ``EvalSettings`` is asked for), so a run's
-    recorded configuration gives its evaluation: :meth:`from_config`."""
+    """How an evaluation reads a data set: keys of the training configuration, with its defaults (so a
+    ``TrainConfig`` works wherever one is asked for, and :meth:`from_config` reads a run's)."""
 
     img_size: int | None = None
     pipeline: str = "auto"

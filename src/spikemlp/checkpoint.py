@@ -2,23 +2,21 @@
 atomically, read without unpickling. Training writes them; evaluation, analysis and export read them
 (``spikemlp.models.from_checkpoint`` rebuilds the model), so this module depends on neither side.
 
-A checkpoint folder holds
-- ``model.safetensors``: the weights, with the run's configuration, number of classes and class names in
-  the file's metadata (:func:`model_metadata`), so the weights alone rebuild the model;
-- ``ema.safetensors``: the EMA weights, when the run keeps an EMA;
-- ``state.pt``: everything needed to resume (optimizer, scheduler, RNG states, epoch and step counters),
-  saved with ``torch.save`` as plain tensors, numbers, strings, lists and dicts, and loaded with
-  ``torch.load(weights_only=True)``, which refuses any other object;
-- ``meta.json``: epoch, step and accuracy, for people and scripts.
+A checkpoint folder holds ``model.safetensors`` (the weights, with the run's configuration, number of
+classes and class names in the file's metadata: :func:`model_metadata`, so the weights alone rebuild the
+model), ``ema.safetensors`` when the run keeps an EMA, ``state.pt`` (what a resume needs: plain tensors,
+numbers, strings, lists and dicts, loaded with ``torch.load(weights_only=True)``, which refuses any other
+object) and ``meta.json`` (epoch, step and accuracy, for people and scripts).
 
-Writing: the folder is first written in full as ``NAME.tmp`` (each file through
-:func:`spikemlp._files.atomic_write`, flushed to the disk); then the old folder is renamed to ``NAME.old``,
-the new one to ``NAME``, and ``NAME.old`` is removed. A crash at any moment leaves either ``NAME`` or
-(between the two renames) ``NAME.old`` complete; :func:`resolve` picks whichever exists.
+Writing: the folder is first written in full as ``NAME.tmp``, each file flushed to the disk; then the old
+folder is renamed to ``NAME.old``, the new one to ``NAME``, and ``NAME.old`` is removed. A crash at any
+moment leaves either ``NAME`` or (between the two renames) ``NAME.old`` complete; :func:`resolve` picks
+whichever exists.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pickle
@@ -46,16 +44,12 @@ class CheckpointError(ValueError):
 
 
 def _fsync_dir(path: Path) -> None:
-    try:
+    with contextlib.suppress(OSError):  # some platforms have no directory handles
         fd = os.open(path, os.O_RDONLY)
-    except OSError:  # pragma: no cover (platforms without directory handles)
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def _write(path: Path, write: Callable[[str], None]) -> None:
@@ -115,8 +109,7 @@ def save_checkpoint(
 ) -> Path:
     """Write a checkpoint folder atomically (see the module docstring) and return its path."""
     folder = Path(folder)
-    tmp = folder.with_name(folder.name + ".tmp")
-    old = folder.with_name(folder.name + ".old")
+    tmp, old = folder.with_name(folder.name + ".tmp"), folder.with_name(folder.name + ".old")
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)

@@ -21,7 +21,7 @@ from spikemlp.train import NonFiniteLossError, load_config, load_state, train
 from spikemlp.train.config import ConfigError, from_dict
 from spikemlp.train.epoch import criterion
 from spikemlp.train.optim import build_scheduler, param_groups
-from spikemlp.train.state import seed_everything
+from spikemlp.train.run_state import seed_everything
 from spikemlp.train.trainer import preflight
 
 TINY = dict(

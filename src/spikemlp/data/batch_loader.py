@@ -1,20 +1,12 @@
 """Batches from an in-memory split, augmented a whole batch at a time with tensor operations.
 
-Per-image Python transforms (PIL crop, flip, ToTensor, Normalize) cost tens of microseconds per image, so
-on a 2-core machine they, not the model, set the pace for CIFAR-sized models. Here each batch is one
-``index_select`` of the uint8 images, then:
-
-- random crop with zero padding: the batch is copied into the interior of a zero-bordered tensor and
-  every sample's window is read by one ``gather``. Each sample's gather index is a row, picked by its
-  random offset, of a small precomputed table of all windows (one per offset, and per flip);
-- horizontal flip: the flipped windows of that table read their columns in reverse (built with
-  ``torch.where`` between the forward and the reversed column index), so flipping costs nothing beyond
-  the crop's gather;
-- normalisation: convert to float, then scale by 1/(255 std) and shift by -mean/std in place.
-
-This is the same augmentation as torchvision's ``RandomCrop(size, padding=p)`` (zero fill) +
-``RandomHorizontalFlip()`` + ``ToTensor()`` + ``Normalize(mean, std)``. Everything runs where the images
-are: on the GPU when ``device`` is CUDA (the whole split is moved there once).
+Per-image Python transforms (PIL crop, flip, ToTensor, Normalize), not the model, would set the pace of
+CIFAR-sized models on a small CPU (BENCHMARKS.md). Here each batch is one ``index_select`` of the uint8
+images; the random crop with zero padding and the horizontal flip are one ``gather`` through a table of
+every window (:func:`window_table`); normalisation is a float conversion, then a scale and a shift in
+place. The result equals torchvision's ``RandomCrop(size, padding=p)`` (zero fill) +
+``RandomHorizontalFlip()`` + ``ToTensor()`` + ``Normalize(mean, std)``, computed where the images are (the
+whole split is moved to ``device`` once).
 
 Randomness (order and augmentation) is drawn on the CPU from a generator seeded by (seed, epoch), so a
 run is reproducible and gives the same batches on CPU and GPU. Under data parallelism every rank draws
@@ -57,12 +49,9 @@ def _intra_op_threads(n: int | None) -> Iterator[None]:
 def window_table(
     h: int, w: int, padding: int, flip: bool, device: torch.device | str = "cpu"
 ) -> torch.Tensor:
-    """Flat indices into an ``(h + 2p) x (w + 2p)`` padded image of every crop window, ``[K, h * w]``.
-
-    Row ``(oy * (2p + 1) + ox) * F + f`` holds the window at offset ``(oy, ox)``, mirrored left-right when
-    ``f`` is 1 (``F`` = 2 with ``flip``, else 1). There are only ``(2p + 1)^2 * F`` windows (162 for CIFAR's
-    p = 4), so a batch's gather index is one ``index_select`` of this table.
-    """
+    """Flat indices into an ``(h + 2p) x (w + 2p)`` padded image of every crop window, ``[K, h * w]``: row
+    ``(oy * (2p + 1) + ox) * F + f`` is the window at offset ``(oy, ox)``, mirrored when ``f`` is 1 (``F`` =
+    2 with ``flip``, else 1). A batch's gather index is then one ``index_select`` of this small table."""
     k, nf, wp = 2 * padding + 1, 2 if flip else 1, w + 2 * padding
     oy = torch.arange(k, device=device).view(k, 1, 1, 1, 1)
     ox = torch.arange(k, device=device).view(1, k, 1, 1, 1)
@@ -117,15 +106,13 @@ class TensorBatchLoader:
             shards are padded by wrapping around the order (equal lengths, a few samples seen twice).
         seed: base seed for order and augmentation.
         rank, world_size: this process's shard under data parallelism.
-        dtype: floating type of the returned images.
         threads: intra-op threads PyTorch uses while a batch is built on the CPU (the setting is restored
-            before the batch is returned). The default 1 is deliberate: these are small memory-bound ops
-            that one thread makes at ~100,000 CIFAR images/s, and splitting each across threads costs a
-            fork/join per op that stalls badly whenever another process competes for the cores. ``None``
-            keeps PyTorch's setting.
+            before the batch is returned). The default 1 is deliberate: these small memory-bound ops gain
+            little from more threads, and a fork/join per op stalls badly whenever another process
+            competes for the cores. ``None`` keeps PyTorch's setting.
 
-    The epoch is advanced after each pass; ``set_epoch(e)`` chooses it explicitly (as with PyTorch's
-    ``DistributedSampler``). Batches depend only on (seed, epoch, rank, world_size) and the settings.
+    Each pass advances the epoch (``set_epoch`` chooses it); batches depend on (seed, epoch, rank,
+    world_size) and the settings alone.
     """
 
     def __init__(
@@ -165,18 +152,11 @@ class TensorBatchLoader:
         self.device = torch.device(device)
         self.images = split.images.to(self.device)
         self.labels = split.labels.to(self.device)
-        self.batch_size = batch_size
-        self.shuffle = shuffle
-        self.augment = augment
-        self.crop_padding = crop_padding
-        self.flip = flip
+        self.batch_size, self.shuffle, self.augment, self.drop_last = batch_size, shuffle, augment, drop_last
+        self.crop_padding, self.flip, self.seed, self.dtype = crop_padding, flip, seed, dtype
+        self.rank, self.world_size = rank, world_size
         self.mean = tuple(float(m) for m in mean)
         self.std = tuple(float(s) for s in std)
-        self.drop_last = drop_last
-        self.seed = seed
-        self.rank = rank
-        self.world_size = world_size
-        self.dtype = dtype
         self.threads = threads if self.device.type == "cpu" else None
         std_t = torch.tensor(self.std, dtype=torch.float32)
         mean_t = torch.tensor(self.mean, dtype=torch.float32)

@@ -82,11 +82,8 @@ def _verify_images(ds: ImageFileDataset, problems: list[str]) -> None:
 def check_dataset(
     name: str, data_dir: str | os.PathLike | None = None, verify_images: bool = False
 ) -> CheckReport:
-    """Check data set ``name`` found as ``find_data_dir`` finds it (``DataError`` when it is not found).
-
-    ``verify_images`` decodes every image of the folder data sets (slow for ImageNet); otherwise only the
-    first image of each split is opened, to report its size.
-    """
+    """Check data set ``name`` where ``find_data_dir`` finds it. ``verify_images`` decodes every image of the
+    folder data sets (slow for ImageNet); otherwise only each split's first is opened, for its size."""
     info = get_info(name)
     folder = find_data_dir(info.name, data_dir)
     report = CheckReport(info.name, folder, search_locations(data_dir))
@@ -166,6 +163,5 @@ def format_report(report: CheckReport) -> str:
         lines += [f"    - {p}" for p in report.problems]
         lines.append("  result: NOT usable")
     else:
-        lines.append("  problems: none")
-        lines.append("  result: usable")
+        lines += ["  problems: none", "  result: usable"]
     return "\n".join(lines)

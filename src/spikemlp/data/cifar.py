@@ -1,9 +1,8 @@
 """CIFAR-10 and CIFAR-100 in the python pickle layout (``cifar-10-batches-py/``, ``cifar-100-python/``).
 
 Each batch is a pickled dict with a uint8 ``data`` array ``[N, 3072]`` (1024 red, 1024 green, 1024 blue
-values per row) and a list of labels. Rows reshape to ``[N, 3, 32, 32]`` without copying, so a whole split
-reads in a fraction of a second. Only the standard keys are read, so copies whose md5 sums differ from
-the official archive (e.g. without the ``filenames`` key) load unchanged.
+values per row, so rows reshape to ``[N, 3, 32, 32]``) and a list of labels. Only the standard keys are
+read: copies whose md5 sums differ from the official archive (e.g. without ``filenames``) load unchanged.
 
 The pickles are read by an unpickler that only builds numpy arrays and plain containers: a data file
 cannot run code.
@@ -23,14 +22,8 @@ from .in_memory import InMemorySplit, check_labels
 # What a CIFAR pickle legitimately refers to: numpy's array reconstruction, and _codecs.encode, which
 # Python 3 writes for byte strings in protocol-2 pickles.
 _ALLOWED_GLOBALS = {
-    ("numpy.core.multiarray", "_reconstruct"),
-    ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy.core.multiarray", "scalar"),
-    ("numpy._core.multiarray", "scalar"),
-    ("numpy", "ndarray"),
-    ("numpy", "dtype"),
-    ("_codecs", "encode"),
-}
+    (m, n) for m in ("numpy.core.multiarray", "numpy._core.multiarray") for n in ("_reconstruct", "scalar")
+} | {("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
 
 
 class _ArrayUnpickler(pickle.Unpickler):
@@ -79,11 +72,7 @@ def _names(d: dict[str, object], key: str, path: Path) -> list[str]:
 
 
 def _read_batch(path: Path, label_keys: tuple[str, ...]) -> tuple[np.ndarray, list[np.ndarray]]:
-    what = (
-        "a CIFAR batch (dict with 'data' uint8 [N, 3072] and "
-        + " and ".join(repr(k) for k in label_keys)
-        + ")"
-    )
+    what = f"a CIFAR batch (dict with 'data' uint8 [N, 3072] and {' and '.join(map(repr, label_keys))})"
     d = load_pickle(path, what)
     data = _get(d, "data", path, what)
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:

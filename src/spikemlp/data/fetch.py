@@ -8,11 +8,11 @@ says so plainly.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import os
 import tarfile
-import urllib.error
 import urllib.request
 import zipfile
 from collections.abc import Callable
@@ -51,13 +51,7 @@ def _fetch(item: Download, dest: Path, timeout: float, log: Callable[[str], None
         try:
             log(f"downloading {url}")
             atomic_write(dest, lambda tmp, url=url, h=h: _download(url, tmp, timeout, h), suffix=".part")
-        except (
-            urllib.error.URLError,
-            TimeoutError,
-            ConnectionError,
-            http.client.HTTPException,
-            OSError,
-        ) as err:
+        except (http.client.HTTPException, OSError) as err:  # URLError, timeouts, refused connections
             reason = getattr(err, "reason", None) or err
             errors.append(f"{url}: {reason}")
             continue
@@ -107,10 +101,8 @@ def download(
             f"Put it under --data-dir DIR as {info.folders[0]}/ with {info.layout}."
         )
     root = download_dir(data_dir)
-    try:
+    with contextlib.suppress(DataError):  # already there
         return find_data_dir(info.name, root)
-    except DataError:
-        pass
     folder = root / info.folders[0]
     made_folder = not info.downloads[0].archive and not folder.exists()
     try:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,31 +43,22 @@ def open_rgb(path: str | Path):
         ) from None
 
 
+@dataclass(eq=False, repr=False)  # compared and shown as a Dataset (its sample list can be long)
 class ImageFileDataset(Dataset):
-    """Images listed as ``(path, label)`` pairs, decoded on access.
+    """Images listed as ``(path, label)`` pairs, decoded on access; ``targets``: every sample's label (class
+    counts without decoding)."""
 
-    ``classes`` are the class names, ``class_ids`` the folder names / wnids they come from, ``targets``
-    the label of every sample (cheap class counts without decoding).
-    """
+    samples: list[tuple[str, int]]
+    classes: list[str]  # the class names
+    class_ids: list[str]  # the folder names (wnids) they come from
+    root: str | Path
+    name: str
+    split: str
+    transform: Callable[[Any], Any] | None = None
 
-    def __init__(
-        self,
-        samples: list[tuple[str, int]],
-        classes: list[str],
-        class_ids: list[str],
-        root: str | Path,
-        name: str,
-        split: str,
-        transform: Callable[[Any], Any] | None = None,
-    ) -> None:
-        self.samples = samples
-        self.targets = [label for _, label in samples]
-        self.classes = classes
-        self.class_ids = class_ids
-        self.root = str(root)
-        self.name = name
-        self.split = split
-        self.transform = transform
+    def __post_init__(self) -> None:
+        self.root = str(self.root)
+        self.targets = [label for _, label in self.samples]
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -103,9 +95,8 @@ class ImageFileDataset(Dataset):
         for (path, _), a in zip(self.samples, arrays, strict=True):
             if a.shape != shape:
                 raise DataError(
-                    f"{path}: image of size {a.shape[1]}x{a.shape[0]} but the first is "
-                    f"{shape[1]}x{shape[0]}; "
-                    "pass size= to resize all images to one size."
+                    f"{path}: image of size {a.shape[1]}x{a.shape[0]} but the first is {shape[1]}x{shape[0]}"
+                    "; pass size= to resize all images to one size."
                 )
         images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
         labels = torch.tensor(self.targets, dtype=torch.int64)
@@ -144,10 +135,7 @@ def read_image_folder(
     root: str | Path, split: str, transform: Callable | None = None, name: str = "imagenet"
 ) -> ImageFileDataset:
     """An ImageNet-style split: ``root/train/<class>/...`` for 'train', ``root/val/<class>/...`` for 'test'.
-
-    Class order and names come from ``root/train`` (from ``root/val`` when there is no train folder);
-    a ``words.txt`` beside them, if present, turns folder names (wnids) into readable names.
-    """
+    Classes come from ``root/train`` (else ``root/val``), named by a ``words.txt`` beside them if any."""
     root = Path(root)
     sub = root / ("train" if split == "train" else "val")
     if not sub.is_dir():
@@ -157,12 +145,9 @@ def read_image_folder(
     class_root = root / "train" if (root / "train").is_dir() else sub
     class_ids = _subdirs(class_root)
     if not class_ids:
-        loose = _list_images(class_root)
-        hint = (
-            f" It holds {len(loose)} images directly: sort them into one folder per class first."
-            if loose
-            else ""
-        )
+        hint = ""
+        if loose := _list_images(class_root):
+            hint = f" It holds {len(loose)} images directly: sort them into one folder per class first."
         raise DataError(f"{class_root}: no class folders; expected {class_root}/<class>/*.JPEG.{hint}")
     index = {c: i for i, c in enumerate(class_ids)}
     samples: list[tuple[str, int]] = []

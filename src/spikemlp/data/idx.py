@@ -78,11 +78,8 @@ def read_idx(path: str | Path, expect_ndim: int | None = None) -> np.ndarray:
 
 def idx_path(folder: Path, name: str) -> Path:
     """``folder/name`` (``name`` ends in .gz), or the plain file without .gz when only that exists."""
-    gz = folder / name
-    plain = folder / name.removesuffix(".gz")
-    if gz.is_file() or not plain.is_file():
-        return gz
-    return plain
+    gz, plain = folder / name, folder / name.removesuffix(".gz")
+    return gz if gz.is_file() or not plain.is_file() else plain
 
 
 def read_idx_split(folder: str | Path, split: str, classes: list[str], name: str) -> InMemorySplit:

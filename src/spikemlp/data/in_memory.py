@@ -11,18 +11,15 @@ from .errors import DataError
 
 @dataclass
 class InMemorySplit:
-    """Images uint8 ``[N, C, H, W]``, labels int64 ``[N]`` in ``[0, len(classes))`` and the class names.
-
-    ``name`` is the data set's key in ``DATASET_INFO`` (used for default normalisation). CIFAR-100 also
-    carries its 20 superclasses in ``coarse_labels`` / ``coarse_classes``. ``source`` is the folder read.
-    """
+    """Images uint8 ``[N, C, H, W]``, labels int64 ``[N]`` in ``[0, len(classes))`` and the class names;
+    CIFAR-100 also carries its 20 superclasses in ``coarse_labels`` / ``coarse_classes``."""
 
     images: torch.Tensor
     labels: torch.Tensor
     classes: list[str]
-    name: str = ""
+    name: str = ""  # the data set's key in DATASET_INFO (its normalisation is the default)
     split: str = ""
-    source: str = ""
+    source: str = ""  # the folder read
     coarse_labels: torch.Tensor | None = None
     coarse_classes: list[str] | None = None
 
@@ -39,6 +36,10 @@ class InMemorySplit:
 
     def __len__(self) -> int:
         return self.images.shape[0]
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        """Image ``i`` (uint8 ``[C, H, W]``) and its label, as a torch ``Dataset`` gives them."""
+        return self.images[i], int(self.labels[i])
 
     @property
     def num_classes(self) -> int:

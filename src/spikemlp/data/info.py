@@ -26,13 +26,7 @@ class Download:
 
 @dataclass(frozen=True)
 class DatasetInfo:
-    """Facts about one data set.
-
-    ``folders``: names of the data set's folder inside a data directory, the canonical one first.
-    ``split_files``: for the in-memory formats, the files each split needs (idx files may also be plain,
-    without ``.gz``). ``official_md5``: the md5 of each file of the official release, where known.
-    ``layout``: a one-line description of the expected files, for error messages.
-    """
+    """Facts about one data set."""
 
     name: str
     num_classes: int
@@ -40,11 +34,12 @@ class DatasetInfo:
     channels: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
-    folders: tuple[str, ...]
-    layout: str
+    folders: tuple[str, ...]  # names of its folder inside a data directory, the canonical one first
+    layout: str  # a one-line description of the expected files, for error messages
     in_memory: bool = True
+    # the in-memory formats: the files each split needs (idx files may also be plain, without .gz)
     split_files: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    official_md5: dict[str, str] = field(default_factory=dict)
+    official_md5: dict[str, str] = field(default_factory=dict)  # of the official release's files, where known
     downloads: tuple[Download, ...] = ()
     homepage: str = ""
 
@@ -63,6 +58,10 @@ _IMAGENET_STD = (0.229, 0.224, 0.225)
 
 def _idx_downloads(mirrors: tuple[str, ...], md5: dict[str, str]) -> tuple[Download, ...]:
     return tuple(Download(name, tuple(m + name for m in mirrors), sum_) for name, sum_ in md5.items())
+
+
+def _cifar_download(filename: str, md5: str) -> tuple[Download, ...]:
+    return (Download(filename, (f"https://www.cs.toronto.edu/~kriz/{filename}",), md5, archive="tar.gz"),)
 
 
 _FASHION_MD5 = {
@@ -101,14 +100,7 @@ DATASET_INFO: dict[str, DatasetInfo] = {
             "test_batch": "40351d587109b95175f43aff81a1287e",
             "batches.meta": "5ff9c542aee3614f3951f8cda6e48888",
         },
-        downloads=(
-            Download(
-                "cifar-10-python.tar.gz",
-                ("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",),
-                "c58f30108f718f92721af3b95e74349a",
-                archive="tar.gz",
-            ),
-        ),
+        downloads=_cifar_download("cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a"),
         homepage="https://www.cs.toronto.edu/~kriz/cifar.html",
     ),
     "cifar100": DatasetInfo(
@@ -126,14 +118,7 @@ DATASET_INFO: dict[str, DatasetInfo] = {
             "test": "f0ef6b0ae62326f3e7ffdfab6717acfc",
             "meta": "7973b15100ade9c7d40fb424638fde48",
         },
-        downloads=(
-            Download(
-                "cifar-100-python.tar.gz",
-                ("https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",),
-                "eb9058c3a382ffc7106e4002c42a8d85",
-                archive="tar.gz",
-            ),
-        ),
+        downloads=_cifar_download("cifar-100-python.tar.gz", "eb9058c3a382ffc7106e4002c42a8d85"),
         homepage="https://www.cs.toronto.edu/~kriz/cifar.html",
     ),
     "fashion_mnist": DatasetInfo(

@@ -1,20 +1,18 @@
-"""The batch sources of training and evaluation: loaders for every data set and pipeline.
+"""The batch sources of training and evaluation, for every data set and pipeline.
 
-Two pipelines:
-- ``tensor``: in-memory data sets (CIFAR, MNIST) at their native size go through the data layer's
-  ``TensorBatchLoader``, which augments whole batches as tensors (random crop, flip) on the training
-  device; optional random erasing runs on the normalised batch (timm's RandomErasing works on batches).
+- ``tensor``: in-memory data sets (CIFAR, MNIST) at their native size, augmented a whole batch at a time
+  by ``TensorBatchLoader`` on the training device (then timm's batch-wise random erasing, if asked for).
 - ``timm``: ImageNet-style data, and in-memory data resized (the authors' CIFAR-10 protocol at 224),
-  go image by image through timm's ``create_transform`` (RandomResizedCrop, RandAugment, random erasing,
-  bicubic) in a DataLoader with workers; repeated augmentation uses timm's ``RepeatAugSampler``.
+  image by image through timm's ``create_transform`` in a DataLoader with workers.
 
-Both shard the training data over DDP ranks, and both can start an epoch part-way for a resume. The
-evaluation set is split into disjoint slices ``rank::world_size`` so that summed counts are exact.
+Both shard the training data over DDP ranks and can start an epoch part-way (a resume); the evaluation
+set is split into disjoint slices ``rank::world_size`` so that summed counts are exact.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections.abc import Mapping
 from typing import Any
 
@@ -31,9 +29,8 @@ from .synthetic import SYNTHETIC, SYNTHETIC_INFO, synthetic_split
 
 @dataclasses.dataclass(frozen=True)
 class EvalSettings:
-    """How an evaluation reads a data set. The fields are keys of the training configuration, with its
-    defaults (``spikemlp.train.TrainConfig`` works wherever an ``EvalSettings`` is asked for), so a run's
-    recorded configuration gives its evaluation: :meth:`from_config`."""
+    """How an evaluation reads a data set: keys of the training configuration, with its defaults (so a
+    ``TrainConfig`` works wherever one is asked for, and :meth:`from_config` reads a run's)."""
 
     img_size: int | None = None
     pipeline: str = "auto"
@@ -110,46 +107,24 @@ def class_names(split: Any, num_classes: int) -> list[str]:
 def choose_pipeline(
     requested: str, train_split: Any, native_size: int, img_size: int | None, auto_augment
 ) -> str:
+    in_memory, native = is_in_memory(train_split), img_size in (None, native_size)
+    if requested == "tensor" and not in_memory:
+        raise ValueError(
+            "pipeline 'tensor' needs an in-memory data set (CIFAR, MNIST); use --pipeline timm for "
+            "ImageNet-style folders"
+        )
+    if requested == "tensor" and not native:
+        raise ValueError(
+            f"pipeline 'tensor' trains at the data's native size {native_size}, but img_size is "
+            f"{img_size}; use --pipeline timm to resize (the authors' CIFAR protocol at 224 does)"
+        )
     if requested != "auto":
-        if requested == "tensor":
-            if not is_in_memory(train_split):
-                raise ValueError(
-                    "pipeline 'tensor' needs an in-memory data set (CIFAR, MNIST); use --pipeline timm for "
-                    "ImageNet-style folders"
-                )
-            if img_size not in (None, native_size):
-                raise ValueError(
-                    f"pipeline 'tensor' trains at the data's native size {native_size}, but img_size is "
-                    f"{img_size}; use --pipeline timm to resize (the authors' CIFAR protocol at 224 does)"
-                )
         return requested
-    if is_in_memory(train_split) and img_size in (None, native_size) and not auto_augment:
-        return "tensor"
-    return "timm"
-
-
-class InMemoryImages(Dataset):
-    """An ``InMemorySplit`` seen image by image as PIL images, for the per-image timm transforms."""
-
-    def __init__(self, split, transform=None) -> None:
-        self.split = split
-        self.transform = transform
-        self.classes = list(split.classes)
-
-    def __len__(self) -> int:
-        return len(self.split.labels)
-
-    def __getitem__(self, i: int):
-        from PIL import Image
-
-        img = self.split.images[i]
-        arr = img[0].numpy() if img.shape[0] == 1 else img.permute(1, 2, 0).numpy()
-        pil = Image.fromarray(arr, mode="L" if img.shape[0] == 1 else "RGB")
-        return (self.transform(pil) if self.transform else pil), int(self.split.labels[i])
+    return "tensor" if in_memory and native and not auto_augment else "timm"
 
 
 class Transformed(Dataset):
-    """A Dataset of ``(image, label)`` with a transform applied to the image."""
+    """A Dataset of ``(image, label)`` (an ``InMemorySplit`` too) with a transform of the PIL image."""
 
     def __init__(self, base: Dataset, transform) -> None:
         self.base = base
@@ -178,9 +153,7 @@ class _OffsetSampler(Sampler):
         self.start = 0
 
     def __iter__(self):
-        for i, idx in enumerate(self.sampler):
-            if i >= self.start:
-                yield idx
+        return itertools.islice(self.sampler, self.start, None)
 
     def __len__(self) -> int:
         return max(0, len(self.sampler) - self.start)
@@ -192,40 +165,31 @@ class _OffsetSampler(Sampler):
 class TimmTrainLoader:
     """Per-image timm augmentation in a DataLoader; ``set_epoch`` reshuffles, ``skip`` resumes mid-epoch."""
 
-    def __init__(
-        self,
-        dataset: Dataset,
-        batch_size: int,
-        workers: int,
-        seed: int,
-        rank: int,
-        world_size: int,
-        repeated_aug: int,
-        pin_memory: bool,
-    ) -> None:
-        if repeated_aug > 1:
+    def __init__(self, dataset: Dataset, cfg, rank: int, world_size: int, pin_memory: bool) -> None:
+        if cfg.repeated_aug > 1:
             from timm.data.distributed_sampler import RepeatAugSampler
 
             base = RepeatAugSampler(
-                dataset, num_replicas=world_size, rank=rank, shuffle=True, num_repeats=repeated_aug
+                dataset, num_replicas=world_size, rank=rank, shuffle=True, num_repeats=cfg.repeated_aug
             )
         else:
-            base = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed)
+            base = DistributedSampler(
+                dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=cfg.seed
+            )
         self.sampler = _OffsetSampler(base)
-        self.seed = seed
+        self.seed = cfg.seed
         # Worker seeds come from this generator, re-seeded per epoch: augmentation then depends on
         # (seed, epoch), not on how much of the global random stream the run has used.
         self.generator = torch.Generator()
-        self.batch_size = batch_size
-        self.full_batches = len(base) // batch_size
+        self.batch_size = cfg.batch_size
+        self.full_batches = len(base) // cfg.batch_size
         self.loader = DataLoader(
             dataset,
-            batch_size=batch_size,
+            batch_size=cfg.batch_size,
             sampler=self.sampler,
-            num_workers=workers,
+            num_workers=cfg.workers,
             pin_memory=pin_memory,
             drop_last=True,
-            persistent_workers=False,
             generator=self.generator,
         )
 
@@ -249,9 +213,7 @@ class TensorTrainLoader:
     so the loader's random stream stays exactly where an uninterrupted epoch would have it)."""
 
     def __init__(self, inner, random_erasing=None) -> None:
-        self.inner = inner
-        self.random_erasing = random_erasing
-        self._skip = 0
+        self.inner, self.random_erasing, self._skip = inner, random_erasing, 0
 
     def set_epoch(self, epoch: int) -> None:
         self._skip = 0
@@ -264,9 +226,7 @@ class TensorTrainLoader:
         return len(self.inner)
 
     def __iter__(self):
-        for i, (x, y) in enumerate(self.inner):
-            if i < self._skip:
-                continue
+        for x, y in itertools.islice(self.inner, self._skip, None):
             if self.random_erasing is not None:
                 x = self.random_erasing(x)
             yield x, y
@@ -312,29 +272,8 @@ def build_train_loader(cfg, split, facts_: DatasetInfo, pipeline: str, rank: int
         re_mode=cfg.remode,
         re_count=cfg.recount,
     )
-    dataset = InMemoryImages(split, transform) if is_in_memory(split) else Transformed(split, transform)
     return TimmTrainLoader(
-        dataset,
-        cfg.batch_size,
-        cfg.workers,
-        cfg.seed,
-        rank,
-        world_size,
-        cfg.repeated_aug,
-        pin_memory=torch.device(device).type == "cuda",
-    )
-
-
-def eval_transform(cfg, facts_: DatasetInfo, size: int):
-    from timm.data import create_transform
-
-    return create_transform(
-        input_size=(facts_.channels, size, size),
-        is_training=False,
-        interpolation=cfg.interpolation if cfg.interpolation != "random" else "bicubic",
-        mean=facts_.mean,
-        std=facts_.std,
-        crop_pct=cfg.crop_pct,
+        Transformed(split, transform), cfg, rank, world_size, torch.device(device).type == "cuda"
     )
 
 
@@ -345,32 +284,26 @@ def build_eval_loader(cfg, split, facts_: DatasetInfo, pipeline: str, rank: int,
     if pipeline == "tensor":
         if world_size > 1:
             split = InMemorySplit(
-                images=split.images[rank::world_size],
-                labels=split.labels[rank::world_size],
-                classes=split.classes,
-                name=split.name,
-                split=split.split,
+                split.images[rank::world_size],
+                split.labels[rank::world_size],
+                split.classes,
+                split.name,
+                split.split,
             )
-        return TensorBatchLoader(
-            split,
-            batch_size=batch,
-            shuffle=False,
-            augment=False,
-            mean=facts_.mean,
-            std=facts_.std,
-            device=device,
-            drop_last=False,
-            seed=0,
-        )
+        return TensorBatchLoader(split, batch, mean=facts_.mean, std=facts_.std, device=device)
+    from timm.data import create_transform
+
     size = cfg.img_size or facts_.image_size
-    transform = eval_transform(cfg, facts_, size)
-    dataset = InMemoryImages(split, transform) if is_in_memory(split) else Transformed(split, transform)
+    transform = create_transform(
+        input_size=(facts_.channels, size, size),
+        is_training=False,
+        interpolation=cfg.interpolation if cfg.interpolation != "random" else "bicubic",
+        mean=facts_.mean,
+        std=facts_.std,
+        crop_pct=cfg.crop_pct,
+    )
+    dataset = Transformed(split, transform)
     if world_size > 1:
         dataset = Subset(dataset, list(range(rank, len(dataset), world_size)))
-    return DataLoader(
-        dataset,
-        batch_size=batch,
-        shuffle=False,
-        num_workers=cfg.workers,
-        pin_memory=torch.device(device).type == "cuda",
-    )
+    pin = torch.device(device).type == "cuda"
+    return DataLoader(dataset, batch_size=batch, num_workers=cfg.workers, pin_memory=pin)

@@ -23,12 +23,8 @@ SYSTEM_DATA_DIR = Path("/usr/share/datasets")
 
 
 def search_locations(data_dir: str | os.PathLike | None = None) -> list[tuple[str, Path]]:
-    """The directories searched for data, in order, each with the name a user knows it by.
-
-    With ``data_dir`` only that directory. Otherwise ``$SPIKEMLP_DATA`` (several directories may be given,
-    separated by ``os.pathsep``), ``./data``, ``~/.cache/spikemlp``, ``/usr/share/datasets`` and
-    ``../shared/data`` when that exists (relative to the current directory).
-    """
+    """The directories searched for data, in the order of the module docstring, each with the name a user
+    knows it by; ``$SPIKEMLP_DATA`` may hold several, separated by ``os.pathsep``."""
     if data_dir is not None:
         return [("--data-dir", Path(data_dir).expanduser())]
     places: list[tuple[str, Path]] = []
@@ -64,17 +60,10 @@ def required_files(info: DatasetInfo, split: str | None = None) -> list[str]:
     splits when None). Idx files count as present when either the ``.gz`` or the plain file exists."""
     splits = [check_split(split)] if split else ["train", "test"]
     if info.in_memory:
-        names: list[str] = []
-        for s in splits:
-            names += [f for f in info.split_files[s] if f not in names]
-        return names
+        return list(dict.fromkeys(f for s in splits for f in info.split_files[s]))  # each file once
     if info.name == "tiny_imagenet":
-        need = ["wnids.txt"]
-        if "train" in splits:
-            need.append("train/")
-        if "test" in splits:
-            need += ["val/images/", "val/val_annotations.txt"]
-        return need
+        tiny = {"train": ["train/"], "test": ["val/images/", "val/val_annotations.txt"]}
+        return ["wnids.txt"] + [f for s in splits for f in tiny[s]]
     return [{"train": "train/", "test": "val/"}[s] for s in splits]
 
 
@@ -96,13 +85,9 @@ def _looks_like(info: DatasetInfo, folder: Path) -> bool:
 
 
 def find_data_dir(name: str, data_dir: str | os.PathLike | None = None, split: str | None = None) -> Path:
-    """The folder holding data set ``name`` (e.g. ``.../cifar-10-batches-py``).
-
-    The first search location (see ``search_locations``) holding a folder with one of the data set's
-    names wins; it must contain the files that ``split`` needs (all splits when None). Raises ``DataError``
-    listing every place searched and the files expected when there is none, or naming the missing files
-    when the folder found is incomplete.
-    """
+    """The folder holding data set ``name`` (e.g. ``.../cifar-10-batches-py``): the first of its folders in
+    ``search_locations``, which must hold the files ``split`` needs (all splits when None). ``DataError``
+    names every place searched when there is none, or the missing files when the folder is incomplete."""
     info = get_info(name)
     places = search_locations(data_dir)
     for _, base in places:

@@ -1,10 +1,6 @@
-"""Creating models by name, with an error that lists close matches for an unknown name.
-
-The models live in timm's registry (``timm.create_model`` works after ``import spikemlp``); this module
-restricts the listing to the families defined in ``spikemlp.models`` and gives a clear error for a typo,
-where timm's own message names no alternatives. ``create`` builds a spikemlp model; ``build`` (any timm
-model, for a number of classes) and ``from_config`` (the model a run's configuration describes) are what
-training, analysis and export build their models with; ``from_checkpoint`` rebuilds a trained one.
+"""Creating models by name, with an error that lists close matches for an unknown name (timm's names
+none). The one place models are built: ``create`` (a spikemlp model), ``build`` (any timm model, for a
+number of classes), ``from_config`` (a run's configuration) and ``from_checkpoint`` (a trained one).
 """
 
 from __future__ import annotations

@@ -1,9 +1,6 @@
-"""Optimizer parameter groups with the trainable LIF time constants and thresholds in a group of their own.
-
-SNN-MLP's recipe (docs/snn_mlp.md#training-recipe) trains tau and V_th with their own learning rate and no
-weight decay, and freezes them during the first epoch. This is the one builder of those groups: the
-training loop's (``spikemlp.train.optim.param_groups``) and SNN-MLP's (``spikemlp.models.snn_mlp.
-param_groups``) are this function.
+"""Optimizer parameter groups with the trainable LIF time constants and thresholds in a group of their own
+(SNN-MLP's recipe, docs/snn_mlp.md#training-recipe: their own learning rate, no weight decay, frozen in
+the first epoch); the one builder, behind ``spikemlp.train.optim`` and ``spikemlp.models.snn_mlp``.
 """
 
 from __future__ import annotations
@@ -18,11 +15,8 @@ _LIF_SCALAR = re.compile(r"(^|\.)(tau|Vth|v_th|v_threshold)$")
 
 
 def lif_parameter_names(model: nn.Module) -> set[str]:
-    """Names of the trainable LIF time constants and thresholds (SNN-MLP's group LIF).
-
-    Uses the model's own ``lif_parameters()`` helper when it has one (a list of names, or of
-    ``(name, parameter)`` pairs, or of parameters); otherwise matches scalar parameters named tau / V_th.
-    """
+    """Names of the trainable LIF time constants and thresholds (SNN-MLP's group LIF): from the model's
+    ``lif_parameters()`` (names, ``(name, parameter)`` pairs or parameters), else scalars named tau / V_th."""
     named = dict(model.named_parameters())
     helper = getattr(model, "lif_parameters", None) or getattr(model, "lif_parameter_names", None)
     if callable(helper):
@@ -69,11 +63,10 @@ def param_groups(
             no_decay.append(p)
         else:
             decay.append(p)
+    main = "decay" if exclude_bias_norm else "main"
     groups = [
-        {"name": "decay" if exclude_bias_norm else "main", "params": decay, "weight_decay": weight_decay},
-        {"name": "no_decay", "params": no_decay, "weight_decay": 0.0},
+        {"name": main, "params": decay, "weight_decay": weight_decay, "lr": lr},
+        {"name": "no_decay", "params": no_decay, "weight_decay": 0.0, "lr": lr},
+        {"name": "lif", "params": lif_params, "weight_decay": lif_weight_decay, "lr": lif_lr},
     ]
-    for g in groups:
-        g["lr"] = lr
-    groups.append({"name": "lif", "params": lif_params, "weight_decay": lif_weight_decay, "lr": lif_lr})
     return [g for g in groups if g["params"]]

@@ -65,11 +65,6 @@ def _option_strings(name: str) -> list[str]:
     return [f"--{name}"] + ([f"--{dashed}"] if dashed != name else [])
 
 
-def _describe(f: dataclasses.Field) -> str:
-    default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default  # type: ignore[misc]
-    return f"(default: {default!r})"
-
-
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "train",
@@ -86,7 +81,7 @@ def register(subparsers) -> None:
     p.add_argument("--out", help="run folder for config, metrics, checkpoints and summary")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
     keys = p.add_argument_group("configuration keys (override the recipe; values are read as YAML)")
-    helps = field_help()
+    helps, defaults = field_help(), TrainConfig()
     for f in dataclasses.fields(TrainConfig):
         flag = f.type in ("bool", bool)  # --ema alone means --ema true
         keys.add_argument(
@@ -96,7 +91,7 @@ def register(subparsers) -> None:
             metavar="VALUE",
             nargs="?" if flag else None,
             const="true" if flag else None,
-            help=f"{helps.get(f.name, '')} {_describe(f)}".strip(),
+            help=f"{helps.get(f.name, '')} (default: {getattr(defaults, f.name)!r})".strip(),
         )
     p.set_defaults(func=run_train)
 
@@ -188,10 +183,7 @@ def _launch_or_train(cfg, run_dir: Path, resume: bool, argv: list[str], started_
 def _format_per_class(names: list[str], acc: list[float], totals: list[int]) -> str:
     cells = [f"{n[:18]:>18} {a:6.2f}% ({t})" for n, a, t in zip(names, acc, totals)]
     cols = 3 if len(cells) > 12 else 1
-    lines = []
-    for i in range(0, len(cells), cols):
-        lines.append("  ".join(cells[i : i + cols]))
-    return "\n".join(lines)
+    return "\n".join("  ".join(cells[i : i + cols]) for i in range(0, len(cells), cols))
 
 
 def run_eval(args: argparse.Namespace) -> int:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import inspect
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -81,9 +83,8 @@ class TrainConfig:
     wd_exclude_bias_norm: bool = False  # no weight decay on biases and norm parameters (1-d tensors)
     clip_grad: float | None = None  # clip the global gradient norm to this value
     accum_steps: int = 1  # gradient accumulation: forward passes per optimizer step
-    # PyTorch's fused kernel for Adam, AdamW and SGD (one pass over all parameters per step instead of
-    # about ten small ops per tensor; the same update up to rounding). On small models on CPU the
-    # per-tensor loop is several percent of a training step.
+    # PyTorch's fused kernel for Adam, AdamW and SGD: one pass over all parameters per step instead of
+    # about ten small ops per tensor (the same update up to rounding)
     opt_fused: bool = True
     epochs: int = 100
     warmup_epochs: float = 0.0
@@ -120,23 +121,13 @@ ALIASES = {"data_set": "data", "dataset": "data", "drop_path_rate": "drop_path",
 
 def field_help() -> dict[str, str]:
     """The comment beside each key in the class body above (shown by ``spikemlp train --help``)."""
-    import inspect
-    import re
-
-    out = {}
-    for line in inspect.getsource(TrainConfig).splitlines():
-        m = re.match(r"\s+(\w+): [^=]+=.*?#\s*(.*)$", line)
-        if m:
-            out[m.group(1)] = m.group(2)
-    return out
+    lines = inspect.getsource(TrainConfig).splitlines()
+    found = (re.match(r"\s+(\w+): [^=]+=.*?#\s*(.*)$", line) for line in lines)
+    return {m.group(1): m.group(2) for m in found if m}
 
 
 def field_names() -> list[str]:
     return [f.name for f in dataclasses.fields(TrainConfig)]
-
-
-def _hints() -> dict[str, Any]:
-    return typing.get_type_hints(TrainConfig)
 
 
 def unknown_key_error(key: str, where: str) -> ConfigError:
@@ -146,65 +137,41 @@ def unknown_key_error(key: str, where: str) -> ConfigError:
     return ConfigError(f"unknown config key '{key}' in {where}.{hint} Valid keys: {', '.join(names)}")
 
 
-def _type_name(tp: Any) -> str:
-    args = [a for a in typing.get_args(tp) if a is not type(None)]
-    base = args[0] if args else tp
-    name = getattr(base, "__name__", str(base))
-    return {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string"}.get(
-        name, f"a {name}"
-    ) + (" or null" if type(None) in typing.get_args(tp) else "")
+def _type_name(base: type, optional: bool) -> str:
+    names = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+    return names.get(base, f"a {base.__name__}") + (" or null" if optional else "")
 
 
 def coerce(key: str, value: Any, where: str = "the configuration") -> Any:
     """Check ``value`` against the type of ``key`` and convert where it is lossless (``1`` -> ``1.0``)."""
-    hints = _hints()
+    hints = typing.get_type_hints(TrainConfig)
     if key not in hints:
         raise unknown_key_error(key, where)
     tp = hints[key]
     optional = isinstance(tp, types.UnionType) and type(None) in typing.get_args(tp)
     base = [a for a in typing.get_args(tp) if a is not type(None)][0] if optional else tp
     base = typing.get_origin(base) or base
-    bad = ConfigError(f"config key '{key}' in {where} expects {_type_name(tp)}, got {value!r}")
-    if value is None:
-        if optional:
-            return None
+    bad = ConfigError(f"config key '{key}' in {where} expects {_type_name(base, optional)}, got {value!r}")
+    if value is None and optional:
+        return None
+    if value is None or isinstance(value, bool) != (base is bool):  # YAML's true is no number or string
         raise bad
-    if base is bool:
-        if isinstance(value, bool):
-            return value
-        raise bad
-    if base is int:
-        if isinstance(value, bool):
-            raise bad
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise bad
-    if base is float:
-        if isinstance(value, bool):
-            raise bad
-        if isinstance(value, (int, float)):
+    if base in (bool, int) and isinstance(value, base):
+        return value
+    if base is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if base is float and isinstance(value, (int, float)):
+        return float(value)
+    if base is float and isinstance(value, str):
+        try:  # YAML 1.1 reads "1e-4" as a string
             return float(value)
-        if isinstance(value, str):
-            try:  # YAML 1.1 reads "1e-4" as a string
-                return float(value)
-            except ValueError:
-                raise bad from None
-        raise bad
-    if base is str:
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            return str(value)
-        raise bad
-    if base is list:
-        if isinstance(value, (list, tuple)):
-            return list(value)
-        raise bad
-    if base is dict:
-        if isinstance(value, dict):
-            return dict(value)
-        raise bad
-    raise bad  # pragma: no cover (every field has one of the types above)
+        except ValueError:
+            raise bad from None
+    if base is str and isinstance(value, (str, int, float)):
+        return str(value)
+    if (base is list and isinstance(value, (list, tuple))) or (base is dict and isinstance(value, dict)):
+        return base(value)
+    raise bad
 
 
 def parse_value(text: str) -> Any:

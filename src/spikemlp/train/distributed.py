@@ -72,10 +72,9 @@ def seconds_since_launch() -> float:
 
 
 def run_local_workers(n: int, argv: list[str], started_at: float) -> int:
-    """Run ``spikemlp ARGV`` as ``n`` data-parallel processes on this machine, as
-    ``torchrun --standalone --nproc_per_node=n -m spikemlp ARGV`` would (one OpenMP thread per worker
-    unless OMP_NUM_THREADS is set); returns the workers' exit status. ``started_at``
-    (time.time()) is when the command began: the workers' clocks for a time budget start there."""
+    """Run ``spikemlp ARGV`` as ``n`` data-parallel processes here, as ``torchrun --standalone
+    --nproc_per_node=n -m spikemlp ARGV`` would; returns their exit status. ``started_at`` (time.time())
+    is when the command began: the workers' clocks for a time budget start there."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}"]
     # torchrun's own default of one OpenMP thread per worker, set here so that it does not print a banner
     # about it; a `threads` key still applies in each worker.

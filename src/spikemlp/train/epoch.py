@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,11 +19,8 @@ from torch import nn
 
 from .. import checkpoint as ckpt
 from .config import TrainConfig
-from .distributed import DistInfo, all_reduce_sum, broadcast_float
-from .run_log import RunLog
-from .run_state import RunState
-from .state import restore_rng
-from .time_budget import TimeBudget
+from .distributed import all_reduce_sum, broadcast_float
+from .run_state import restore_rng
 
 
 class NonFiniteLossError(ValueError):
@@ -39,12 +35,6 @@ def criterion(cfg: TrainConfig, mixing: bool) -> nn.Module:
     if cfg.smoothing > 0:
         return LabelSmoothingCrossEntropy(smoothing=cfg.smoothing)
     return nn.CrossEntropyLoss()
-
-
-def autocast(cfg: TrainConfig, device: torch.device):
-    if cfg.amp == "none" or device.type != "cuda":
-        return contextlib.nullcontext()
-    return torch.autocast("cuda", dtype=torch.bfloat16 if cfg.amp == "bf16" else torch.float16)
 
 
 def mixup(cfg: TrainConfig, num_classes: int):
@@ -77,24 +67,20 @@ class EpochStats:
 
 
 class EpochRunner:
-    """Runs epochs of ``state`` over ``data.train_loader`` (``data.micro_per_epoch`` forward passes each).
+    """Runs epochs of ``run.state`` over ``run.data.train_loader`` for ``run``, the training run
+    (:class:`.trainer._Run`): it reads the run's parts and calls its ``save_last()`` (a collective)."""
 
-    ``save_last`` writes the resume checkpoint (a collective); ``run_dir`` names the kept checkpoint when
-    the loss goes non-finite.
-    """
-
-    def __init__(
-        self, cfg: TrainConfig, info: DistInfo, state: RunState, data, budget: TimeBudget, log: RunLog,
-        save_last: Callable[[], None], run_dir: Path,
-    ) -> None:  # fmt: skip
-        self.cfg, self.info, self.state, self.loader = cfg, info, state, data.train_loader
-        self.micro_per_epoch = data.micro_per_epoch
-        self.budget, self.log, self.save_last, self.run_dir = budget, log, save_last, run_dir
+    def __init__(self, run) -> None:
+        cfg, info, data = run.cfg, run.info, run.data
+        self.cfg, self.info, self.state, self.loader = cfg, info, run.state, data.train_loader
+        self.micro_per_epoch, self.updates_per_epoch = data.micro_per_epoch, data.updates_per_epoch
+        self.budget, self.log, self.save_last, self.run_dir = run.budget, run.log, run.save_last, run.run_dir
         self.dtype = torch.float64 if cfg.dtype == "float64" else torch.float32
         self.mixup_fn = mixup(cfg, data.num_classes)
         self.criterion = criterion(cfg, self.mixup_fn is not None)
-        self.autocast = autocast(cfg, info.device)
-        self.updates_per_epoch = math.ceil(data.micro_per_epoch / cfg.accum_steps)
+        amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
+        on_cuda = amp is not None and info.device.type == "cuda"  # amp applies to CUDA only
+        self.autocast = torch.autocast("cuda", dtype=amp) if on_cuda else contextlib.nullcontext()
 
     def run(self) -> EpochStats:
         """Train from the state's position (``epoch``, ``micro``) to the end of the epoch, the end of
@@ -102,8 +88,7 @@ class EpochRunner:
         cfg, state = self.cfg, self.state
         state.train_model.train()
         self.loader.set_epoch(state.epoch)
-        if state.micro:
-            self.loader.skip(state.micro)
+        self.loader.skip(state.micro)  # non-zero: resumed mid-epoch
         if state.rng is not None:
             restore_rng(state.rng)
             state.rng = None
@@ -161,15 +146,9 @@ class EpochRunner:
             if all_reduce_sum(bad, info).item() > 0:
                 raise self._non_finite(loss)
             state.scaler.scale(loss / self.cfg.accum_steps).backward()
-        with torch.no_grad():
-            stats.sums += torch.stack(
-                [
-                    loss.detach().double().cpu() * len(hard),
-                    (logits.detach().argmax(1) == hard).sum().double().cpu(),
-                    torch.tensor(float(len(hard)), dtype=torch.float64),
-                ]
-            )
-        stats.images += len(hard)
+        n, correct = len(hard), float((logits.detach().argmax(1) == hard).sum())
+        stats.sums += torch.tensor([float(loss.detach()) * n, correct, float(n)], dtype=torch.float64)
+        stats.images += n
         return loss
 
     def _non_finite(self, loss: torch.Tensor) -> NonFiniteLossError:

@@ -54,11 +54,9 @@ def evaluate(
     dtype: torch.dtype = torch.float32,
     tta: str = "none",
 ) -> EvalResult:
-    """Accuracy of ``model`` over ``loader`` (this rank's slice); counts are summed over all ranks.
-
-    ``tta="hflip"`` classifies each image by the mean logits of the image and its mirror image (the
-    model runs twice); top-1 of the plain images alone is kept in ``top1_single_view``.
-    """
+    """Accuracy of ``model`` over ``loader`` (this rank's slice), counts summed over all ranks. With
+    ``tta="hflip"`` an image's logits are the mean of its own and its mirror image's; ``top1_single_view``
+    is then the top-1 of the plain images alone."""
     import time
 
     start = time.perf_counter()

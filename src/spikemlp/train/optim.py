@@ -1,14 +1,11 @@
-"""Optimizer parameter groups and the learning-rate schedule of a training run.
-
-Groups: parameters with weight decay; optionally biases and norm parameters without it (the usual
-exclusion, ``wd_exclude_bias_norm``); and, for SNN-MLP, the LIF ``tau`` and ``V_th`` scalars in a group
-of their own (docs/snn_mlp.md#training-recipe: lr 1e-4, no weight decay, frozen during the first epoch). The
-optimizer itself comes from timm (``create_optimizer_v2``: sgd, adamw, lamb, ...); the schedule is timm's
-cosine with linear warm-up, stepped per optimizer update so that short runs and time budgets get a smooth
-curve.
+"""The optimizer and learning-rate schedule of a training run: a timm optimizer (``create_optimizer_v2``)
+over the groups of :mod:`spikemlp.models._param_groups`, and timm's cosine schedule with linear warm-up,
+stepped per optimizer update so that short runs and time budgets get a smooth curve.
 """
 
 from __future__ import annotations
+
+import difflib
 
 import torch
 from torch import nn
@@ -38,8 +35,6 @@ def build_optimizer(model: nn.Module, cfg, global_batch: int) -> torch.optim.Opt
     # variant, available here as "nesterov".
     name = "momentum" if cfg.opt.lower() == "sgd" else cfg.opt.lower()
     if name not in list_optimizers():
-        import difflib
-
         close = difflib.get_close_matches(name, list_optimizers(), n=3)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
         raise ValueError(f"unknown optimizer '{cfg.opt}'.{hint} Common choices: sgd, nesterov, adamw, lamb")
@@ -71,13 +66,9 @@ def build_scheduler(optimizer, cfg, global_batch: int, total_steps: int, warmup_
 
 
 class ScheduleClock:
-    """Maps optimizer steps to the scheduler's time axis, so that the time budget can move the end of the
-    schedule without a jump in the learning rate.
-
-    The scheduler is built for ``total_steps``; at first the clock is the step count itself. ``refit``
-    (after warm-up) makes the rest of the schedule, from the current point, last until ``new_total``:
-    the clock keeps its value now and runs faster or slower from here on.
-    """
+    """Maps optimizer steps to the time axis of the scheduler (built for ``total_steps``), so that the time
+    budget can move the end of the schedule without a jump in the learning rate: ``refit`` (after warm-up)
+    keeps the clock's value now and makes it run faster or slower, to reach the end at ``new_total``."""
 
     def __init__(self, warmup_steps: int, total_steps: int) -> None:
         self.warmup = int(warmup_steps)
@@ -100,19 +91,8 @@ class ScheduleClock:
         self.total_steps = int(new_total)
 
     def state_dict(self) -> dict[str, float]:
-        return {
-            "warmup": self.warmup,
-            "end": self.end,
-            "total_steps": self.total_steps,
-            "anchor_step": self.anchor_step,
-            "anchor_value": self.anchor_value,
-            "slope": self.slope,
-        }
+        return dict(vars(self))
 
     def load_state_dict(self, state: dict[str, float]) -> None:
-        self.warmup = int(state["warmup"])
-        self.end = float(state["end"])
-        self.total_steps = int(state["total_steps"])
-        self.anchor_step = float(state["anchor_step"])
-        self.anchor_value = float(state["anchor_value"])
-        self.slope = float(state["slope"])
+        for key, value in vars(self).items():  # each value keeps its type (int or float)
+            setattr(self, key, type(value)(state[key]))

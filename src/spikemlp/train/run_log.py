@@ -10,25 +10,13 @@ import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from .evaluate import EvalResult
 
-METRIC_COLUMNS = [
-    "epoch",
-    "step",
-    "lr",
-    "train_loss",
-    "train_top1",
-    "test_top1",
-    "test_top5",
-    "test_loss",
-    "test_top1_single_view",
-    "ema_top1",
-    "epoch_seconds",
-    "images_per_second",
-    "wall_minutes",
-]
+METRIC_COLUMNS = (
+    "epoch step lr train_loss train_top1 test_top1 test_top5 test_loss test_top1_single_view ema_top1 "
+    "epoch_seconds images_per_second wall_minutes"
+).split()
 
 
 @dataclass
@@ -55,9 +43,7 @@ class RunLog:
     ``start_epoch`` keeps the CSV rows of the epochs before it."""
 
     def __init__(self, run_dir: Path, active: bool, start_epoch: int = 0, progress: bool = False) -> None:
-        self.active = active
-        self.progress = progress and active
-        self.tb = None
+        self.active, self.progress, self.tb = active, progress and active, None
         if not active:
             return
         self.csv_path = run_dir / "metrics.csv"
@@ -108,34 +94,19 @@ class RunLog:
                 if v is not None and math.isfinite(v):
                     self.tb.add_scalar(k, v, step)
 
-    def row(self, row: dict[str, Any]) -> None:
-        if self.active:
-            with open(self.csv_path, "a", newline="") as f:
-                csv.DictWriter(f, fieldnames=METRIC_COLUMNS).writerow(
-                    {k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()}
-                )
-
     def epoch(self, r: EpochRecord) -> None:
         """The epoch's CSV row, TensorBoard points and console line."""
         test, ema = r.test, r.ema
         single = test.top1_single_view if test is not None else None
-        self.row(
-            {
-                "epoch": r.epoch,
-                "step": r.step,
-                "lr": r.lr,
-                "train_loss": r.train_loss,
-                "train_top1": r.train_top1,
-                "test_top1": test.top1 if test else "",
-                "test_top5": test.top5 if test else "",
-                "test_loss": test.loss if test else "",
-                "test_top1_single_view": single if single is not None else "",
-                "ema_top1": ema.top1 if ema else "",
-                "epoch_seconds": r.seconds,
-                "images_per_second": r.images_per_second,
-                "wall_minutes": r.wall_seconds / 60,
-            }
-        )
+        top1, top5, loss = (test.top1, test.top5, test.loss) if test else (None, None, None)
+        ema_top1 = ema.top1 if ema else None
+        if self.active:  # the values of METRIC_COLUMNS, in order; an empty cell where there is none
+            row = [r.epoch, r.step, r.lr, r.train_loss, r.train_top1, top1, top5, loss, single, ema_top1]
+            row += [r.seconds, r.images_per_second, r.wall_seconds / 60]
+            with open(self.csv_path, "a", newline="") as f:
+                csv.writer(f).writerow(
+                    ["" if v is None else f"{v:.6g}" if isinstance(v, float) else v for v in row]
+                )
         self.scalars(
             r.epoch,
             **{
@@ -143,10 +114,10 @@ class RunLog:
                 "epoch/train_top1": r.train_top1,
                 "epoch/images_per_second": r.images_per_second,
                 "epoch/lr": r.lr,
-                "test/top1": test.top1 if test else None,
-                "test/top5": test.top5 if test else None,
-                "test/loss": test.loss if test else None,
-                "test/ema_top1": ema.top1 if ema else None,
+                "test/top1": top1,
+                "test/top5": top5,
+                "test/loss": loss,
+                "test/ema_top1": ema_top1,
             },
         )
         test_txt = f"  test {test.top1:.2f}% (top-5 {test.top5:.2f}%)" if test else ""

@@ -1,18 +1,21 @@
 """The state of a training run: model, optimizer, schedule, EMA, gradient scaler, counters and random
 streams, built from the config, saved to the ``last`` checkpoint and restored from it.
 
-Resume is exact: the checkpoint carries the optimizer, scheduler, schedule clock, scaler and EMA, every
-rank's random streams and the position inside the epoch (with the epoch's running sums), so a resumed run
-continues as an uninterrupted one would have (bit for bit in deterministic CPU mode).
+Resume is exact (bit for bit in deterministic CPU mode): the checkpoint carries all of these, with the
+position inside the epoch and its running sums. The random streams, every rank's, are PyTorch's (CPU and
+CUDA), NumPy's (timm's mixup) and Python's (timm's RandAugment), stored as plain tensors and numbers so
+that the checkpoint loads with ``weights_only=True``.
 """
 
 from __future__ import annotations
 
+import random
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -21,7 +24,6 @@ from .. import models
 from .config import TrainConfig, to_dict
 from .distributed import DistInfo
 from .optim import ScheduleClock, build_optimizer, build_scheduler
-from .state import capture_rng, seed_everything
 
 
 def _zero_sums() -> dict[str, float]:
@@ -62,15 +64,8 @@ class RunState:
         rng_all = _gather_rng(info)
         if not info.is_main:
             return
-        counters = {
-            "epoch": self.epoch,
-            "micro": self.micro,
-            "global_step": self.global_step,
-            "total_steps": self.total_steps,
-            "best_top1": self.best_top1,
-            "best_epoch": self.best_epoch,
-            "elapsed_seconds": elapsed,
-        }
+        names = ("epoch", "micro", "global_step", "total_steps", "best_top1", "best_epoch")
+        counters = {k: getattr(self, k) for k in names} | {"elapsed_seconds": elapsed}
         state = {
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
@@ -192,3 +187,42 @@ def _gather_rng(info: DistInfo) -> list[dict[str, Any]]:
     out: list[Any] = [None] * info.world_size
     dist.all_gather_object(out, mine)
     return out
+
+
+def capture_rng() -> dict[str, Any]:
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    version, py_state, py_gauss = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached": float(cached),
+        },
+        "python": {
+            "version": int(version),
+            "state": torch.tensor(py_state, dtype=torch.int64),
+            "gauss": py_gauss,
+        },
+    }
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    n = state["numpy"]
+    np.random.set_state(
+        (n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"])
+    )
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["state"].tolist()), p["gauss"]))
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)

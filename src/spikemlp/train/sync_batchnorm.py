@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
@@ -32,8 +31,7 @@ class _AllReduceSum(torch.autograd.Function):
         return grad
 
 
-def _all_reduce(t: torch.Tensor) -> torch.Tensor:
-    return _AllReduceSum.apply(t)
+_all_reduce = _AllReduceSum.apply
 
 
 class DistributedBatchNorm(_BatchNorm):
@@ -44,25 +42,10 @@ class DistributedBatchNorm(_BatchNorm):
             raise ValueError(f"expected at least 2-D input [N, C, ...], got shape {tuple(x.shape)}")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self._check_input_dim(x)
         sync = self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-        if not sync:
-            momentum = 0.0 if self.momentum is None else self.momentum
-            if self.training and self.track_running_stats:
-                self.num_batches_tracked.add_(1)
-                if self.momentum is None:
-                    momentum = 1.0 / float(self.num_batches_tracked)
-            use_batch = self.training or self.running_mean is None
-            return F.batch_norm(
-                x,
-                self.running_mean if not self.training or self.track_running_stats else None,
-                self.running_var if not self.training or self.track_running_stats else None,
-                self.weight,
-                self.bias,
-                use_batch,
-                momentum,
-                self.eps,
-            )
+        if not sync:  # one process, or evaluation: plain BatchNorm
+            return super().forward(x)
+        self._check_input_dim(x)
         dims = [0] + list(range(2, x.dim()))
         shape = [1, -1] + [1] * (x.dim() - 2)
         local_n = x.numel() // x.shape[1]

@@ -1,16 +1,13 @@
 """The time budget of a run (``time_budget``, minutes): every decision it makes, in one object.
 
-The number of optimizer steps is fitted to the budget once the pace is known: a few steps are skipped
-(the first ones compile and warm caches), the next ones are timed, and the steps that fit in what is left
-(after keeping room for the final evaluation and the last checkpoints) become the new end of the cosine
-schedule. At each epoch end the fit is refreshed with that epoch's pace, which includes evaluation and
-checkpoint overheads. A hard deadline (:meth:`TimeBudget.out_of_time`) stops the run cleanly if the
-machine slows down. Without a budget the object only keeps the wall clock, and a resumed run re-plans
-to its (possibly changed) number of epochs.
+Once the pace is known (a few steps skipped: they compile and warm caches; the next ones timed), the
+steps that fit in what is left, after room for the final evaluation and the last checkpoints, become the
+new end of the cosine schedule. Each epoch end refreshes the fit with that epoch's pace (evaluation and
+checkpoints included); a hard deadline (:meth:`TimeBudget.out_of_time`) stops the run cleanly if the
+machine slows down. Without a budget the object only keeps the wall clock.
 
-The object reads the clock and counts steps; it never talks to other processes. Its decisions depend on
-step counts only (not on each rank's clock), so every rank reaches the same decision points together;
-the training loop broadcasts rank 0's numbers.
+Decisions depend on step counts only, never on each rank's clock or on other processes, so every rank
+reaches the same decision points together; the training loop broadcasts rank 0's numbers.
 """
 
 from __future__ import annotations
@@ -30,26 +27,18 @@ EVAL_SHARE_OF_STEP = 0.5
 
 @dataclass(kw_only=True)
 class TimeBudget:
-    """Wall clock and step plan of a run under ``minutes`` of budget (``None``: no budget).
-
-    ``max_steps``: the steps the recipe's epochs ask for (the budget never plans more).
-    ``images_per_step``: images one process sees per optimizer step (batch size x accumulation).
-    ``eval_images``: images one process evaluates in one evaluation. ``elapsed_before``: seconds spent by
-    the run before a resume; ``fitted``: whether the step count was already fitted (a resumed run keeps
-    its fit and refreshes it at epoch ends). ``clock`` returns seconds; ``started_at`` is its reading at
-    the start of this process's share of the run (default: now).
-    """
+    """Wall clock and step plan of a run under ``minutes`` of budget (``None``: no budget)."""
 
     minutes: float | None = field(kw_only=False)
-    max_steps: int
+    max_steps: int  # the steps the recipe's epochs ask for (the budget never plans more)
     updates_per_epoch: int
-    images_per_step: int
-    eval_images: int
+    images_per_step: int  # images one process sees per optimizer step (batch size x accumulation)
+    eval_images: int  # images one process evaluates in one evaluation
     eval_every: int = 1
-    elapsed_before: float = 0.0
-    fitted: bool = False
-    clock: Callable[[], float] = time.perf_counter
-    started_at: float | None = None
+    elapsed_before: float = 0.0  # seconds the run took before a resume
+    fitted: bool = False  # the step count is fitted already (a resumed run's; refreshed at epoch ends)
+    clock: Callable[[], float] = time.perf_counter  # seconds
+    started_at: float | None = None  # the clock when this process's share of the run began (None: now)
     # measured as the run goes
     eval_seconds: float | None = None  # the last evaluation's, once one has run
     eval_overhead_per_epoch: float = 0.0

@@ -4,9 +4,7 @@ A run folder holds ``config.yaml`` (the resolved configuration), ``metrics.csv``
 TensorBoard event files, the checkpoints ``last/`` and ``best/`` (see :mod:`spikemlp.checkpoint`)
 and, at the end, ``summary.json``. Under ``torchrun`` every rank trains its shard and only rank 0 writes.
 
-The parts: :mod:`.run_state` (model, optimizer, EMA, RNG and their checkpoint: exact resume),
-:mod:`.epoch` (one epoch of steps), :mod:`.time_budget` (every decision of ``time_budget``),
-:mod:`.run_log` (console, CSV, TensorBoard); this module reads the data and wires them together.
+This module reads the data and wires the parts of the loop together (docs/architecture.md names them).
 """
 
 from __future__ import annotations
@@ -38,7 +36,7 @@ from .distributed import (
     seconds_since_launch,
     setup,
 )
-from .epoch import EpochRunner, EpochStats, NonFiniteLossError, autocast
+from .epoch import EpochRunner, EpochStats, NonFiniteLossError
 from .evaluate import EvalResult, evaluate
 from .run_log import EpochRecord, RunLog
 from .run_state import build_state
@@ -52,10 +50,6 @@ class TrainResult:
     run_dir: Path
 
 
-# --------------------------------------------------------------------------------------------------------
-# model
-
-
 def build_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
     """The model ``cfg`` describes (see :func:`spikemlp.models.from_config`)."""
     return models.from_config(to_dict(cfg), num_classes)
@@ -64,14 +58,9 @@ def build_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
 def model_from_checkpoint(
     path: str | Path, ema: bool = False
 ) -> tuple[nn.Module, TrainConfig, dict[str, str]]:
-    """The model stored at ``path`` (run folder, checkpoint folder or weights file), in eval mode, with the
-    configuration it was trained with (see :func:`spikemlp.models.from_checkpoint`)."""
+    """:func:`spikemlp.models.from_checkpoint`, with the configuration as a :class:`TrainConfig`."""
     model, config, meta = models.from_checkpoint(path, ema=ema)
     return model, from_dict(config, where=f"the metadata of {path}"), meta
-
-
-# --------------------------------------------------------------------------------------------------------
-# the run
 
 
 def _check_run_dir(run_dir: Path, resume: bool) -> None:
@@ -186,7 +175,7 @@ class _Run:
         self.log = RunLog(run_dir, info.is_main, self.state.epoch, progress=cfg.progress)
         self._announce(resume)
         self.model_meta = ckpt.model_metadata(to_dict(cfg), d.num_classes, d.classes)
-        self.epochs = EpochRunner(cfg, info, self.state, d, self.budget, self.log, self.save_last, run_dir)
+        self.epochs = EpochRunner(self)
 
     def _announce(self, resume: bool) -> None:
         cfg, d, s, info = self.cfg, self.data, self.state, self.info
@@ -214,17 +203,10 @@ class _Run:
         return self.cfg.batch_size * self.cfg.accum_steps * self.info.world_size
 
     def evaluate(self, module: nn.Module) -> EvalResult:
-        cfg, info = self.cfg, self.info
+        d, e, info = self.data, self.epochs, self.info
         broadcast_buffers(module, info)  # every rank evaluates with rank 0's statistics, the checkpoint's
         return evaluate(
-            module,
-            self.data.test_loader,
-            self.data.num_classes,
-            info.device,
-            info,
-            autocast(cfg, info.device),
-            self.epochs.dtype,
-            cfg.tta,
+            module, d.test_loader, d.num_classes, info.device, info, e.autocast, e.dtype, self.cfg.tta
         )
 
     def save_last(self) -> None:
@@ -316,16 +298,11 @@ class _Run:
 
     def _keep_best(self) -> tuple[str, nn.Module] | None:
         """The weights (model or EMA) that beat the best top-1 so far, recorded in the state; else None."""
-        s = self.state
-        candidates = []
-        if self.last_eval is not None:
-            candidates.append((self.last_eval.top1, "model", s.model))
-        if self.last_ema_eval is not None:
-            candidates.append((self.last_ema_eval.top1, "ema", s.ema.module))
-        improved = None
-        for top1, which, module in candidates:
-            if top1 > s.best_top1:
-                s.best_top1, s.best_epoch, improved = top1, s.epoch + 1, (which, module)
+        s, improved = self.state, None
+        ema = s.ema.module if s.ema is not None else None
+        for ev, which, module in ((self.last_eval, "model", s.model), (self.last_ema_eval, "ema", ema)):
+            if ev is not None and ev.top1 > s.best_top1:
+                s.best_top1, s.best_epoch, improved = ev.top1, s.epoch + 1, (which, module)
         return improved
 
     def _summary(self, stop_reason: str) -> dict[str, Any]:

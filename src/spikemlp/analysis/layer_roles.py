@@ -44,17 +44,11 @@ def classifier_name(model: nn.Module) -> str | None:
 def layer_roles(recorder: ActivityRecorder, model: nn.Module) -> dict[str, str]:
     """Role of every recorded synaptic layer whose input is not binary."""
     head = classifier_name(model)
-    roles = {}
-    for name, st in recorder.synaptic.items():
-        if st.nonbinary == 0:
-            continue
-        if st.sees_image:
-            roles[name] = "encoding"
-        elif name == head:
-            roles[name] = "readout"
-        else:
-            roles[name] = "real-valued"
-    return roles
+    return {
+        name: "encoding" if st.sees_image else "readout" if name == head else "real-valued"
+        for name, st in recorder.synaptic.items()
+        if st.nonbinary
+    }
 
 
 def non_binary_layers(recorder: ActivityRecorder, model: nn.Module) -> list[NonBinaryLayer]:

@@ -7,9 +7,8 @@ has a dynamic batch axis (SNN-MLP) or a batch size fixed at export (MLP-SPE, who
 reshapes the tracer records as constants); the image size is fixed at export time, because the LIF
 groups and MLP-SPE's token maps are laid out for one grid size.
 
-Spiking neurons (``spikemlp.neurons.LIF``/``IF``) are exported through their reference backend: the fused
-CPU kernel runs outside PyTorch (ctypes), where the tracer cannot see it, and would be recorded as a
-constant. A graph that does not read its input is refused with a clear error rather than written.
+Spiking neurons (``spikemlp.neurons.LIF``/``IF``) are exported through their reference backend, plain
+torch ops that ONNX can express, not spikemlp's kernels. A graph that ignores its input is refused.
 """
 
 from __future__ import annotations

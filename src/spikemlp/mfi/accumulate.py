@@ -61,10 +61,8 @@ def accumulate_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor 
 class AccumulateLinear(nn.Module):
     def __init__(self, linear: nn.Linear) -> None:
         super().__init__()
-        self.weight = nn.Parameter(linear.weight.detach().clone(), requires_grad=False)
-        self.bias = (
-            None if linear.bias is None else nn.Parameter(linear.bias.detach().clone(), requires_grad=False)
-        )
+        self.weight = _frozen(linear.weight)
+        self.bias = _frozen(linear.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_binary(x, "AccumulateLinear")

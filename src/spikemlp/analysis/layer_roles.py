@@ -1,10 +1,8 @@
 """Roles of the synaptic layers whose input is not binary: the check behind multiplication-free inference.
 
-MFI holds when every conv and linear layer sees binary input (its work is then accumulating weights),
-except two layers that are allowed by design: the encoding layer, which multiplies real pixels once, and a
-readout whose real-valued input is an affine map of spike counts (linear(mean(BN(spikes))) folds into one
-accumulation per spike and one scaling per class). The analysis report and ``spikemlp.mfi.verify`` both
-name the layers this way, so a planted non-spiking path shows up at once.
+MFI holds when every conv and linear layer sees binary input, except the encoding layer (real pixels,
+once) and a readout whose input is an affine map of spike counts (docs/energy.md). The analysis report
+and ``spikemlp.mfi.verify`` both name the layers this way, so a planted non-spiking path shows up at once.
 """
 
 from __future__ import annotations

@@ -54,24 +54,18 @@ def token_mixing_panels(model: nn.Module, max_blocks: int = 4) -> tuple[list[tup
     if panels:
         title = "token-mixing weights (rows: output position, columns: input position)"
         return panels[: 2 * max_blocks], title
-    taus, vths = [], []
-    for m in model.modules():
-        if isinstance(m, GroupLIF):
-            taus.append(float(m.tau))
-            vths.append(float(m.v_th))
-    if taus:
+    lifs = [m for m in model.modules() if isinstance(m, GroupLIF)]
+    if lifs:
         return [
-            ("group LIF tau (per op, forward order)", np.array([taus])),
-            ("group LIF V_th (per op, forward order)", np.array([vths])),
+            ("group LIF tau (per op, forward order)", np.array([[float(m.tau) for m in lifs]])),
+            ("group LIF V_th (per op, forward order)", np.array([[float(m.v_th) for m in lifs]])),
         ], "SNN-MLP mixes tokens with group LIFs: their learned tau and V_th"
     return [], "no token-mixing weights found"
 
 
 def _select_rasters(recorder: ActivityRecorder, neurons: int = 32) -> list:
     """The last neuron layer of each stage: its spikes for image 0, a few neurons."""
-    last: dict[str, str] = {}
-    for name in recorder.neurons:
-        last[stage_of(name)] = name
+    last = {stage_of(name): name for name in recorder.neurons}
     picks = []
     for stage, name in last.items():
         r = recorder.neurons[name].raster

@@ -10,11 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 # name -> (E_MAC, E_AC) in picojoules per operation, 45 nm (Horowitz, ISSCC 2014).
-ENERGY_PRESETS: dict[str, tuple[float, float]] = {
-    "fp32": (4.6, 0.9),
-    "fp16": (1.5, 0.4),
-    "int8": (0.23, 0.03),
-}
+ENERGY_PRESETS = {"fp32": (4.6, 0.9), "fp16": (1.5, 0.4), "int8": (0.23, 0.03)}
 
 LEFT_OUT = (
     "normalisation (BatchNorm folds into weights, biases and thresholds at inference; a GroupNorm, whose "

@@ -1,10 +1,8 @@
 """Roles of the synaptic layers whose input is not binary: the check behind multiplication-free inference.
 
-MFI holds when every conv and linear layer sees binary input (its work is then accumulating weights),
-except two layers that are allowed by design: the encoding layer, which multiplies real pixels once, and a
-readout whose real-valued input is an affine map of spike counts (linear(mean(BN(spikes))) folds into one
-accumulation per spike and one scaling per class). The analysis report and ``spikemlp.mfi.verify`` both
-name the layers this way, so a planted non-spiking path shows up at once.
+MFI holds when every conv and linear layer sees binary input, except the encoding layer (real pixels,
+once) and a readout whose input is an affine map of spike counts (docs/energy.md). The analysis report
+and ``spikemlp.mfi.verify`` both name the layers this way, so a planted non-spiking path shows up at once.
 """
 
 from __future__ import annotations
@@ -44,17 +42,11 @@ def classifier_name(model: nn.Module) -> str | None:
 def layer_roles(recorder: ActivityRecorder, model: nn.Module) -> dict[str, str]:
     """Role of every recorded synaptic layer whose input is not binary."""
     head = classifier_name(model)
-    roles = {}
-    for name, st in recorder.synaptic.items():
-        if st.nonbinary == 0:
-            continue
-        if st.sees_image:
-            roles[name] = "encoding"
-        elif name == head:
-            roles[name] = "readout"
-        else:
-            roles[name] = "real-valued"
-    return roles
+    return {
+        name: "encoding" if st.sees_image else "readout" if name == head else "real-valued"
+        for name, st in recorder.synaptic.items()
+        if st.nonbinary
+    }
 
 
 def non_binary_layers(recorder: ActivityRecorder, model: nn.Module) -> list[NonBinaryLayer]:

@@ -8,6 +8,7 @@ per time step.
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from contextlib import contextmanager
 
@@ -22,10 +23,7 @@ def layer_macs(module: nn.Module, inp: torch.Tensor, out: torch.Tensor) -> int:
     if isinstance(module, nn.Linear):
         return out.numel() * module.in_features
     if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
-        kernel = 1
-        for k in module.kernel_size:
-            kernel *= k
-        return out.numel() * (module.in_channels // module.groups) * kernel
+        return out.numel() * (module.in_channels // module.groups) * math.prod(module.kernel_size)
     raise TypeError(f"not a synaptic layer: {type(module).__name__}")
 
 

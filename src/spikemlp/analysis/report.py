@@ -159,9 +159,7 @@ def _neuron_row(st, images: int, stage_fn) -> dict:
 
 
 def write_json(report: dict, path: str | Path) -> Path:
-    path = Path(path)
-    atomic_write_text(path, json.dumps(report, indent=2, default=_json_default) + "\n")
-    return path
+    return atomic_write_text(path, json.dumps(report, indent=2, default=_json_default) + "\n")
 
 
 def _json_default(obj):
@@ -317,9 +315,7 @@ def _md_neurons(report: dict) -> list[str]:
 
 
 def write_markdown(report: dict, path: str | Path) -> Path:
-    path = Path(path)
-    atomic_write_text(path, render_markdown(report))
-    return path
+    return atomic_write_text(path, render_markdown(report))
 
 
 __all__ = ["TOTAL_KEYS", "build_report", "render_markdown", "stage_of", "write_json", "write_markdown"]

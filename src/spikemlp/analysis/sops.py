@@ -1,16 +1,9 @@
 """Exact synaptic-operation (SOP) counts of conv and linear layers, on the inputs they actually receive.
 
-A synaptic layer whose input is binary needs one accumulation per (active input, output it reaches), so
-SOPs = sum over nonzero inputs of their fan-out. The fan-out of an input element depends on where it sits:
-a convolution's border inputs reach fewer output positions (zero padding), and with a stride some inputs
-reach fewer windows than others. The usual estimate ``T x rate x MACs`` ignores this; the exact count
-here does not.
-
-The fan-out of a conv input position is found by differentiating the sum of a one-channel conv with an
-all-ones kernel (same kernel size, stride, padding, dilation and padding mode) with respect to an all-ones
-input: each input position's gradient is the number of products it takes part in. That is exact for any
-padding mode (a reflected border element is multiplied once per copy) and any number of spatial dims.
-The channel fan-out is ``out_channels / groups``.
+SOPs = sum over nonzero inputs of their fan-out, the number of outputs each reaches (docs/energy.md). A
+conv input position's fan-out is the gradient, at an all-ones input, of the sum of a one-channel conv with
+an all-ones kernel and the layer's geometry: the number of products it takes part in, exact for any
+padding mode (a reflected border element counts once per copy) and any number of spatial dims.
 
 Custom synaptic modules (for example an axial projection written as a matmul) join by
 ``register_synaptic(cls, fan_out=..., macs=...)``.
@@ -74,15 +67,8 @@ def conv_fan_out(module: nn.Module, sample_shape: tuple[int, ...]) -> torch.Tens
     dims = len(module.kernel_size)
     spatial = tuple(int(s) for s in sample_shape[-dims:])
     padding = module.padding if isinstance(module.padding, str) else tuple(module.padding)
-    fan = _conv_spatial_fan_out(
-        dims,
-        spatial,
-        tuple(module.kernel_size),
-        tuple(module.stride),
-        padding,
-        tuple(module.dilation),
-        module.padding_mode,
-    )
+    geometry = (tuple(module.kernel_size), tuple(module.stride), padding, tuple(module.dilation))
+    fan = _conv_spatial_fan_out(dims, spatial, *geometry, module.padding_mode)
     return (fan * (module.out_channels // module.groups)).unsqueeze(0)
 
 

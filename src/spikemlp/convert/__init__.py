@@ -8,6 +8,7 @@ keys. Formats are looked up by name so that the command line and Python share on
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
 
 FORMATS = {
     "mixer-snn": "spikemlp.convert.mixer_snn",  # MLP-SPE, EMI-Group/mixer-snn (docs/mlp_spe.md#weight-layout)
@@ -39,10 +40,18 @@ class KeyMismatchError(KeyError):
         return self.args[0]
 
 
+def rename(state_dict: Mapping, mapping: Mapping[str, str], what: str) -> dict:
+    """``state_dict`` with every key renamed by ``mapping``, whose keys must be exactly the state dict's."""
+    missing, unexpected = set(mapping) - set(state_dict), set(state_dict) - set(mapping)
+    if missing or unexpected:
+        raise KeyMismatchError(what, missing, unexpected)
+    return {mapping[key]: value for key, value in state_dict.items()}
+
+
 def get_format(name: str):
     if name not in FORMATS:
         raise ValueError(f"unknown weight format {name!r}; known formats: {', '.join(sorted(FORMATS))}")
     return importlib.import_module(FORMATS[name])
 
 
-__all__ = ["FORMATS", "KeyMismatchError", "get_format"]
+__all__ = ["FORMATS", "KeyMismatchError", "get_format", "rename"]

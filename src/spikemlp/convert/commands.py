@@ -27,11 +27,10 @@ def save_state_dict(sd: Mapping[str, torch.Tensor], path: str | os.PathLike) -> 
     # safetensors stores each tensor on its own: no views into a shared buffer.
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in sd.items()}
     if path.suffix == ".safetensors":
-        from safetensors.torch import save_file
-
-        atomic_write(path, lambda tmp: save_file(tensors, tmp))
+        from safetensors.torch import save_file as save
     else:
-        atomic_write(path, lambda tmp: torch.save(tensors, tmp))
+        save = torch.save
+    atomic_write(path, lambda tmp: save(tensors, tmp))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,27 +1,10 @@
-"""The authors' MLP-SPE / MLP-S weights (EMI-Group/mixer-snn, docs/mlp_spe.md#weight-layout) <-> spikemlp's
-``MLPSPE``.
+"""The authors' MLP-SPE / MLP-S weights (EMI-Group/mixer-snn) <-> spikemlp's ``MLPSPE``.
 
-The mapping is a one-to-one renaming; no tensor is changed (the axial projections keep the authors'
-[N, N, 1, 1] convolution shape). The authors number token and channel blocks over all stages
-(``token_mix.{k}``); spikemlp groups them per stage (``stages.{i}.blocks.{j}``), and the stage of block k
-is read from the checkpoint itself (the block's width, which doubles at every stage).
-
-    authors                                     spikemlp
-    to_patch_embedding.0.{0,1}                  stem.{conv,bn}
-    to_patch_embedding.{i}.cell2node.{n}.{0,1}  stages.{i}.encoder.cell2node.{n}.{conv,bn}     (SPE)
-    to_patch_embedding.{i}.node1_node2.{0,1}    stages.{i}.encoder.node1_node2.{conv,bn}       (SPE)
-    to_patch_embedding.{i}.node2_node3.{0,1}    stages.{i}.encoder.node2_node3.{conv,bn}       (SPE)
-    to_patch_embedding.{i}.{0,1}  (i > 0)       stages.{i}.encoder.{conv,bn}                   (MLP-S)
-    token_mix.{k}.proj_w.{1,2}                  stages.{i}.blocks.{j}.token_mix.{proj_w,norm_w}
-    token_mix.{k}.proj_h.{1,2}                  stages.{i}.blocks.{j}.token_mix.{proj_h,norm_h}
-    token_mix.{k}.fuse.{0,1}                    stages.{i}.blocks.{j}.token_mix.{fuse,fuse_norm}
-    token_mix.{k}.BN                            stages.{i}.blocks.{j}.token_mix.identity_norm  (MLP-S)
-    channel_mix.{k}.1.net.{0,1,3,4}             stages.{i}.blocks.{j}.channel_mix.{fc1,norm1,fc2,norm2}
-    batch_norm                                  head_norm
-    mlp_head.1                                  head
-
-Both directions check the whole key set against the layout implied by the checkpoint (number of stages,
-blocks, SPE or not) and raise ``KeyMismatchError`` listing missing and unexpected keys.
+A one-to-one renaming (table: docs/mlp_spe.md#weight-layout); no tensor is changed. The authors number
+token and channel blocks over all stages (``token_mix.{k}``); spikemlp groups them per stage
+(``stages.{i}.blocks.{j}``), and the stage of block k is read from the checkpoint itself (the block's
+width, which doubles at every stage). Both directions check the whole key set against the layout implied
+by the checkpoint (number of stages, blocks, SPE or not) and raise ``KeyMismatchError``.
 """
 
 from __future__ import annotations
@@ -31,69 +14,53 @@ from collections.abc import Mapping
 
 import torch
 
-from . import KeyMismatchError
+from . import rename
 
 BN_ENTRIES = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
 SPE_NODES = ("cell2node.0", "cell2node.1", "cell2node.2", "node1_node2", "node2_node3")
 
-# Authors' sub-keys within one block and ours: (authors, ours, is_bn).
+_BN, _W, _WB = BN_ENTRIES, ("weight",), ("weight", "bias")  # the tensors of a BN, a conv, a layer with bias
+
+# Authors' sub-keys within one block and ours: (authors, ours, tensors).
 _TOKEN_PARTS = [
-    ("proj_w.1", "proj_w", False),
-    ("proj_w.2", "norm_w", True),
-    ("proj_h.1", "proj_h", False),
-    ("proj_h.2", "norm_h", True),
-    ("fuse.0", "fuse", False),
-    ("fuse.1", "fuse_norm", True),
+    ("proj_w.1", "proj_w", _WB),
+    ("proj_w.2", "norm_w", _BN),
+    ("proj_h.1", "proj_h", _WB),
+    ("proj_h.2", "norm_h", _BN),
+    ("fuse.0", "fuse", _W),
+    ("fuse.1", "fuse_norm", _BN),
 ]
 _CHANNEL_PARTS = [
-    ("1.net.0", "fc1", False),
-    ("1.net.1", "norm1", True),
-    ("1.net.3", "fc2", False),
-    ("1.net.4", "norm2", True),
+    ("1.net.0", "fc1", _WB),
+    ("1.net.1", "norm1", _BN),
+    ("1.net.3", "fc2", _WB),
+    ("1.net.4", "norm2", _BN),
 ]
-
-
-def _entries(prefix: str, is_bn: bool, bias: bool = True) -> list[str]:
-    if is_bn:
-        return [f"{prefix}.{e}" for e in BN_ENTRIES]
-    return [f"{prefix}.weight", f"{prefix}.bias"] if bias else [f"{prefix}.weight"]
 
 
 def _layout_pairs(num_stages: int, depths: list[int], spe: bool) -> list[tuple[str, str]]:
     """(authors' key, our key) for every tensor of a model with this structure."""
     pairs: list[tuple[str, str]] = []
 
-    def add(theirs: str, ours: str, is_bn: bool, bias: bool = True) -> None:
-        pairs.extend(zip(_entries(theirs, is_bn, bias), _entries(ours, is_bn, bias)))
+    def add(theirs: str, ours: str, tensors: tuple[str, ...]) -> None:
+        pairs.extend((f"{theirs}.{t}", f"{ours}.{t}") for t in tensors)
 
-    add("to_patch_embedding.0.0", "stem.conv", False, bias=False)
-    add("to_patch_embedding.0.1", "stem.bn", True)
+    add("to_patch_embedding.0.0", "stem.conv", _W)
+    add("to_patch_embedding.0.1", "stem.bn", _BN)
     for i in range(1, num_stages):
-        if spe:
-            for node in SPE_NODES:
-                add(f"to_patch_embedding.{i}.{node}.0", f"stages.{i}.encoder.{node}.conv", False, bias=False)
-                add(f"to_patch_embedding.{i}.{node}.1", f"stages.{i}.encoder.{node}.bn", True)
-        else:
-            add(f"to_patch_embedding.{i}.0", f"stages.{i}.encoder.conv", False, bias=False)
-            add(f"to_patch_embedding.{i}.1", f"stages.{i}.encoder.bn", True)
-    k = 0
-    for i, depth in enumerate(depths):
-        for j in range(depth):
-            ours = f"stages.{i}.blocks.{j}"
-            for theirs_part, ours_part, is_bn in _TOKEN_PARTS:
-                add(
-                    f"token_mix.{k}.{theirs_part}",
-                    f"{ours}.token_mix.{ours_part}",
-                    is_bn,
-                    bias=ours_part != "fuse",
-                )
-            if not spe:
-                add(f"token_mix.{k}.BN", f"{ours}.token_mix.identity_norm", True)
-            for theirs_part, ours_part, is_bn in _CHANNEL_PARTS:
-                add(f"channel_mix.{k}.{theirs_part}", f"{ours}.channel_mix.{ours_part}", is_bn)
-            k += 1
-    add("batch_norm", "head_norm", True)
-    add("mlp_head.1", "head", False)
+        for node in [f".{n}" for n in SPE_NODES] if spe else [""]:  # MLP-S: one conv + BN
+            add(f"to_patch_embedding.{i}{node}.0", f"stages.{i}.encoder{node}.conv", _W)
+            add(f"to_patch_embedding.{i}{node}.1", f"stages.{i}.encoder{node}.bn", _BN)
+    blocks = [f"stages.{i}.blocks.{j}" for i, depth in enumerate(depths) for j in range(depth)]
+    for k, ours in enumerate(blocks):
+        for theirs_part, ours_part, tensors in _TOKEN_PARTS:
+            add(f"token_mix.{k}.{theirs_part}", f"{ours}.token_mix.{ours_part}", tensors)
+        if not spe:
+            add(f"token_mix.{k}.BN", f"{ours}.token_mix.identity_norm", _BN)
+        for theirs_part, ours_part, tensors in _CHANNEL_PARTS:
+            add(f"channel_mix.{k}.{theirs_part}", f"{ours}.channel_mix.{ours_part}", tensors)
+    add("batch_norm", "head_norm", _BN)
+    add("mlp_head.1", "head", _WB)
     return pairs
 
 
@@ -137,26 +104,18 @@ def _structure_from_ours(sd: Mapping[str, torch.Tensor]) -> tuple[int, list[int]
     return num_stages, depths, spe
 
 
-def _rename(sd: Mapping[str, torch.Tensor], mapping: dict[str, str], what: str) -> dict[str, torch.Tensor]:
-    missing = set(mapping) - set(sd)
-    unexpected = set(sd) - set(mapping)
-    if missing or unexpected:
-        raise KeyMismatchError(what, missing, unexpected)
-    return {mapping[key]: sd[key] for key in sd}
-
-
 def to_spikemlp(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Authors' MLP-SPE/MLP-S state dict -> a state dict for ``spikemlp.models.mlp_spe.MLPSPE``."""
     num_stages, depths, spe = _structure_from_authors(sd)
     mapping = dict(_layout_pairs(num_stages, depths, spe))
-    return _rename(sd, mapping, "mixer-snn (authors' MLP-SPE) checkpoint")
+    return rename(sd, mapping, "mixer-snn (authors' MLP-SPE) checkpoint")
 
 
 def from_spikemlp(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """A spikemlp ``MLPSPE`` state dict -> the authors' key layout (docs/mlp_spe.md#weight-layout)."""
     num_stages, depths, spe = _structure_from_ours(sd)
     mapping = {ours: theirs for theirs, ours in _layout_pairs(num_stages, depths, spe)}
-    return _rename(sd, mapping, "spikemlp MLP-SPE state dict")
+    return rename(sd, mapping, "spikemlp MLP-SPE state dict")
 
 
 __all__ = ["to_spikemlp", "from_spikemlp"]

@@ -1,21 +1,9 @@
-"""SNN-MLP weights: the authors' layout (huawei-noah/Efficient-AI-Backbones, docs/snn_mlp.md#weight-layout)
-<-> spikemlp.
+"""SNN-MLP weights: the authors' layout (huawei-noah/Efficient-AI-Backbones) <-> spikemlp's ``SNNMLP``.
 
-The two layouts hold the same tensors one to one (353 for SNN-MLP-T); only names differ:
-
-    authors                                        spikemlp.models.snn_mlp.SNNMLP
-    patch_embed.proj / .norm                       patch_embed.proj / .norm
-    layers.{i}.blocks.{j}.norm1 / norm2 / mlp.*    stages.{i}.blocks.{j}.norm1 / norm2 / mlp.*
-    layers.{i}.blocks.{j}.lif_module.conv1         stages.{i}.blocks.{j}.token_mixing.proj_in
-      .norm1 / .dw1 / .norm2                         .norm_in / .dwconv / .norm_dw
-      .lif1.{tau,Vth} (along H) / .lif2 (along W)    .lif_h.{tau,v_th} / .lif_w.{tau,v_th}
-      .conv2_1 / .conv2_2 / .norm3 / .conv3          .proj_h / .proj_w / .norm_out / .proj_out
-    layers.{i}.downsample.{norm,reduction}         stages.{i+1}.downsample.{norm,reduction}
-    norm / head                                    norm / head
-
-(the authors end stage i with the patch merging; we start stage i + 1 with it, as timm does).
-Both directions check the key set against the complete layout of the variant (depths given, or
-read off the keys) and raise ``KeyMismatchError`` listing missing and unexpected keys.
+The two layouts hold the same tensors one to one; only names differ (table:
+docs/snn_mlp.md#weight-layout). The authors end stage i with the patch merging; we start stage i + 1 with
+it, as timm does. Both directions check the key set against the complete layout of the variant (depths
+given, or read off the keys) and raise ``KeyMismatchError`` listing missing and unexpected keys.
 """
 
 from __future__ import annotations
@@ -23,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from . import KeyMismatchError
+from . import rename
 
 # Per block: (authors' module, our module, parameter names in the authors' / our module).
 _BLOCK_MODULES = [
@@ -44,14 +32,7 @@ _BLOCK_MODULES = [
 ]
 _PARAM_TO_OURS = {"weight": "weight", "bias": "bias", "tau": "tau", "Vth": "v_th"}
 _TOP_LEVEL = [
-    "patch_embed.proj.weight",
-    "patch_embed.proj.bias",
-    "patch_embed.norm.weight",
-    "patch_embed.norm.bias",
-    "norm.weight",
-    "norm.bias",
-    "head.weight",
-    "head.bias",
+    f"{m}.{p}" for m in ("patch_embed.proj", "patch_embed.norm", "norm", "head") for p in ("weight", "bias")
 ]
 _MERGE = ["norm.weight", "norm.bias", "reduction.weight"]
 
@@ -98,25 +79,16 @@ def to_spikemlp(state_dict: dict, depths: Sequence[int] | None = None) -> dict:
     """The authors' SNN-MLP state dict -> ours (same tensors, new names)."""
     if depths is None:
         depths = _infer_depths(state_dict, r"layers\.(\d+)\.blocks\.(\d+)\.")
-    expected = set(authors_keys(depths))
-    missing = expected - set(state_dict)
-    unexpected = set(state_dict) - expected
-    if missing or unexpected:
-        raise KeyMismatchError(f"SNN-MLP (authors' layout, depths {tuple(depths)})", missing, unexpected)
-    return {_authors_to_ours_key(k): v for k, v in state_dict.items()}
+    mapping = {k: _authors_to_ours_key(k) for k in authors_keys(depths)}
+    return rename(state_dict, mapping, f"SNN-MLP (authors' layout, depths {tuple(depths)})")
 
 
 def from_spikemlp(state_dict: dict, depths: Sequence[int] | None = None) -> dict:
     """Our SNN-MLP state dict -> the authors' layout (loads into their ``SNNMLP`` with ``lif=4``)."""
     if depths is None:
         depths = _infer_depths(state_dict, r"stages\.(\d+)\.blocks\.(\d+)\.")
-    theirs = authors_keys(depths)
-    mapping = {_authors_to_ours_key(k): k for k in theirs}
-    missing = set(mapping) - set(state_dict)
-    unexpected = set(state_dict) - set(mapping)
-    if missing or unexpected:
-        raise KeyMismatchError(f"SNN-MLP (spikemlp layout, depths {tuple(depths)})", missing, unexpected)
-    return {mapping[k]: v for k, v in state_dict.items()}
+    mapping = {_authors_to_ours_key(k): k for k in authors_keys(depths)}
+    return rename(state_dict, mapping, f"SNN-MLP (spikemlp layout, depths {tuple(depths)})")
 
 
 __all__ = ["authors_keys", "to_spikemlp", "from_spikemlp"]

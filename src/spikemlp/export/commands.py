@@ -73,31 +73,27 @@ def _model_from_training_checkpoint(args: argparse.Namespace, path: Path) -> tor
     return model
 
 
-def run_onnx(args: argparse.Namespace) -> int:
+def _model_from_weights(args: argparse.Namespace) -> torch.nn.Module:
+    """``args.model`` built fresh, with the weights of ``--checkpoint`` (if any) loaded into it."""
     from ..models import create
-    from .onnx_export import export_onnx
 
-    kwargs = {}
-    state_dict = None
-    trained = _training_checkpoint(Path(args.checkpoint)) if args.checkpoint else None
-    if trained is not None:
-        model = _model_from_training_checkpoint(args, trained)
-        summary = export_onnx(
-            model, args.out, opset=args.opset, check=not args.no_check, batch_size=args.batch_size
-        )
-        return _report(summary, args.model)
-    if args.checkpoint:
-        state_dict = _read_checkpoint(Path(args.checkpoint))
-        head = state_dict.get("head.weight")
-        if args.num_classes is None and isinstance(head, torch.Tensor) and head.dim() == 2:
-            kwargs["num_classes"] = head.shape[0]
-    if args.num_classes is not None:
-        kwargs["num_classes"] = args.num_classes
-    if args.img_size is not None:
-        kwargs["img_size"] = args.img_size
+    state_dict = _read_checkpoint(Path(args.checkpoint)) if args.checkpoint else None
+    head = (state_dict or {}).get("head.weight")
+    kwargs = {"num_classes": head.shape[0]} if isinstance(head, torch.Tensor) and head.dim() == 2 else {}
+    given = {"num_classes": args.num_classes, "img_size": args.img_size}
+    kwargs.update({k: v for k, v in given.items() if v is not None})  # the flags win over the checkpoint
     model = create(args.model, **kwargs)
     if state_dict is not None:
         _load_into(model, state_dict, Path(args.checkpoint))
+    return model
+
+
+def run_onnx(args: argparse.Namespace) -> int:
+    from .onnx_export import export_onnx
+
+    trained = _training_checkpoint(Path(args.checkpoint)) if args.checkpoint else None
+    # A training checkpoint fixes the image size: args.img_size is None there.
+    model = _model_from_weights(args) if trained is None else _model_from_training_checkpoint(args, trained)
     summary = export_onnx(
         model,
         args.out,
@@ -106,11 +102,7 @@ def run_onnx(args: argparse.Namespace) -> int:
         check=not args.no_check,
         batch_size=args.batch_size,
     )
-    return _report(summary, args.model)
-
-
-def _report(summary: dict, name: str) -> int:
-    summary["model"] = name
+    summary["model"] = args.model
     print(json.dumps(summary))
     if "max_abs_diff" in summary:
         print(

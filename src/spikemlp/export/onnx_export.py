@@ -1,15 +1,11 @@
 """ONNX export of spikemlp models, checked against PyTorch with onnxruntime.
 
-Uses PyTorch's TorchScript-based exporter (``dynamo=False``): it needs nothing beyond ``onnx`` and it
-traces the group LIF's short loop over the positions of a group into plain Greater/Where/Mul/Add
-nodes (``spikemlp.neurons.group_lif`` switches to an out-of-place forward while exporting). The graph
-has a dynamic batch axis (SNN-MLP) or a batch size fixed at export (MLP-SPE, whose merged time-batch
-reshapes the tracer records as constants); the image size is fixed at export time, because the LIF
-groups and MLP-SPE's token maps are laid out for one grid size.
-
-Spiking neurons (``spikemlp.neurons.LIF``/``IF``) are exported through their reference backend: the fused
-CPU kernel runs outside PyTorch (ctypes), where the tracer cannot see it, and would be recorded as a
-constant. A graph that does not read its input is refused with a clear error rather than written.
+Uses PyTorch's TorchScript-based exporter (``dynamo=False``): it needs nothing beyond ``onnx`` and traces
+the group LIF's short loop over a group into plain Greater/Where/Mul/Add nodes. The batch axis is dynamic
+(SNN-MLP) or fixed at export (MLP-SPE, whose merged time-batch reshapes the tracer records as constants);
+the image size is fixed, because the LIF groups and MLP-SPE's token maps are laid out for one grid size.
+Spiking neurons (``spikemlp.neurons.LIF``/``IF``) are exported through their reference backend, plain
+torch ops that ONNX can express, not spikemlp's kernels. A graph that ignores its input is refused.
 """
 
 from __future__ import annotations

@@ -1,11 +1,9 @@
 """Accumulate-only execution of synaptic layers on binary input: gather the weight columns that active
 spikes select and add them up. No multiplication touches a weight.
 
-This is the claim of multiplication-free inference made executable: each layer here refuses input that
-is not 0/1, then computes out[row] = bias + sum of W[:, i] over the active inputs i of that row with
-``embedding_bag(mode="sum")`` (one bag of gathered weight columns per output, summed). It is a
-demonstration and a check, not a fast path: the dense folded model computes the same values with
-matrix products.
+Each layer refuses input that is not 0/1, then computes out[row] = bias + sum of W[:, i] over the active
+inputs i of that row with ``embedding_bag(mode="sum")``. A demonstration and a check of MFI, not a fast
+path: the dense folded model computes the same values with matrix products.
 """
 
 from __future__ import annotations
@@ -61,10 +59,8 @@ def accumulate_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor 
 class AccumulateLinear(nn.Module):
     def __init__(self, linear: nn.Linear) -> None:
         super().__init__()
-        self.weight = nn.Parameter(linear.weight.detach().clone(), requires_grad=False)
-        self.bias = (
-            None if linear.bias is None else nn.Parameter(linear.bias.detach().clone(), requires_grad=False)
-        )
+        self.weight = _frozen(linear.weight)
+        self.bias = _frozen(linear.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_binary(x, "AccumulateLinear")

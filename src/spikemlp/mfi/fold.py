@@ -1,28 +1,9 @@
 """Fold every BatchNorm of an MLP-SPE model away, leaving accumulations on spikes plus the encoding layer.
 
-At inference a BatchNorm is an affine map y = a z + d per feature (a = gamma / sqrt(var + eps),
-d = beta - a mean). ``fold(model)`` returns a copy in which each BN has been absorbed by a neighbour:
-
-- conv + BN over output channels (stem, SPE cell, MLP-S encoder, token-block fuse): into the conv's
-  weights and a new bias, W' = a W, b' = a b + d.
-- axial projection + BN over positions (BatchNorm2d(N) of the token block): the BN's features are the
-  projection's output positions, i.e. the rows of its N x N matrix: W' = a W (row-wise), b' = a b + d.
-- channel block, first per-token BN1d(N*N) (after fc1, before a LIF): its scale varies over token
-  positions, which share fc1's weights, so it cannot enter them. It goes into the LIF instead: the
-  neuron sees sign(a_p) fc1(x) + d_p / |a_p| and fires at V_th / |a_p| (per-token threshold and bias;
-  ``ThresholdLIF``). Exact: the LIF is homogeneous in (membrane, input, threshold).
-- channel block, second per-token BN1d(N*N) (after fc2): its output is added to the stage state h and
-  the token-block output u before a LIF, which carry other scales, so no threshold can absorb it. It goes
-  into per-token copies of fc2: W'_p = a_p W, b'_p = a_p b + d_p (``PerTokenLinear``; P x C x alpha C
-  weights). That multiplies fc2's weights by N*N: mlp_spe_xt_cifar grows from 3.7M to 13.5M parameters,
-  affordable; mlp_spe_t at 224 would gain about 1.49G, so at that size folding is a check, not a
-  deployment format. With channel_bn="channel" both BNs are
-  per feature and fold into the Linear weights directly.
-- MLP-S's identity branch LIF(BN(x)) on spikes: into a per-channel threshold and bias of that LIF.
-- head: BN2d on the last spikes, grid mean, Linear: linear(mean(a s + d)) = (W a) mean(s) + (W d + b),
-  so W' = W diag(a), b' = b + W d, and the readout accumulates one column of W' per spike and scales by
-  1 / (N*N) once per class (``FoldedMLPSPE`` does this in accumulate-only mode).
-
+At inference a BatchNorm is an affine map y = a z + d per feature. ``fold(model)`` returns a copy in which
+each BN has been absorbed by a neighbour: a conv's or axial map's rows and bias (W' = a W, b' = a b + d),
+a following LIF's per-token threshold and bias (``ThresholdLIF``), per-token copies of fc2
+(``PerTokenLinear``) or the classifier; docs/mlp_spe.md#network explains each case and why it is exact.
 ``accumulate_only(folded)`` then swaps every synaptic layer on spikes for its gather-and-add version.
 """
 
@@ -33,11 +14,10 @@ import copy
 import torch
 from torch import nn
 
-from ..layers import AxialTokenMixing, ChannelMLP, ConvDownsample, PatchStem, SpikingPatchEncoding
+from ..layers import AxialTokenMixing, ChannelMLP, ConvBN, ConvDownsample, PatchStem
 from ..layers.axial_token_mixing import AxialProjection
 from ..layers.batch_norm_fold import batch_norm_affine, fold_rows
 from ..layers.spike_kernel_blocks import swap_blocks, twin
-from ..layers.spiking_patch_encoding import ConvBN
 from ..models.mlp_spe import MLPSPE
 from .accumulate import (
     AccumulateAxialProjection,
@@ -55,17 +35,24 @@ bn_affine = batch_norm_affine  # (a, d) with BN(z) = a z + d in eval mode, in fl
 
 
 def _set(param_holder: nn.Module, name: str, value: torch.Tensor, like: torch.Tensor) -> None:
-    setattr(
-        param_holder, name, nn.Parameter(value.to(dtype=like.dtype, device=like.device), requires_grad=False)
-    )
+    setattr(param_holder, name, nn.Parameter(value.to(like), requires_grad=False))
 
 
-def _folded_conv(conv: nn.Conv2d, bn: nn.Module) -> nn.Conv2d:
-    w, b = fold_rows(conv.weight, conv.bias, *bn_affine(bn))
-    new = copy.deepcopy(conv)
-    like = conv.weight
-    _set(new, "weight", w, like)
-    _set(new, "bias", b, like)
+def _fold_into_rows(block: nn.Module, *pairs: tuple[nn.Module, str]) -> None:
+    """For each (layer, BN name): the BN, per output feature of the layer, into its rows and bias."""
+    for layer, bn_name in pairs:
+        w, b = fold_rows(layer.weight, layer.bias, *bn_affine(getattr(block, bn_name)))
+        _set(layer, "weight", w, layer.weight)
+        _set(layer, "bias", b, layer.weight)
+        setattr(block, bn_name, nn.Identity())
+
+
+def _threshold_lif(lif: nn.Module, bn: nn.Module, shape: tuple[int, ...], like: torch.Tensor) -> ThresholdLIF:
+    """``lif(bn(z))`` as a ``ThresholdLIF`` of z (the BN's a, d viewed as ``shape``), in ``like``'s dtype."""
+    a, d = bn_affine(bn)
+    new = ThresholdLIF.from_lif(lif, a.view(shape), d.view(shape))
+    for name, buf in new.named_buffers():
+        setattr(new, name, buf.to(like))
     return new
 
 
@@ -93,23 +80,12 @@ class FoldedMLPSPE(MLPSPE):
         return (summed * (1.0 / (H * W))).view(T, B, -1) + self.head.bias
 
 
-def _fold_into_rows(block: nn.Module, pairs) -> None:
-    """For each (layer, BN name): the BN, per output feature of the layer, into its rows and bias."""
-    for layer, bn_name in pairs:
-        w, b = fold_rows(layer.weight, layer.bias, *bn_affine(getattr(block, bn_name)))
-        _set(layer, "weight", w, layer.weight)
-        _set(layer, "bias", b, layer.weight)
-        setattr(block, bn_name, nn.Identity())
-
-
 def _fold_channel_mlp(block: ChannelMLP) -> None:
     if block.channel_bn == "channel":
-        _fold_into_rows(block, ((block.fc1, "norm1"), (block.fc2, "norm2")))
+        _fold_into_rows(block, (block.fc1, "norm1"), (block.fc2, "norm2"))
         return
     # First per-token BN -> per-token threshold/bias of the following LIF (input laid out [T, B, P, D]).
-    a1, d1 = bn_affine(block.norm1)
-    block.lif = ThresholdLIF.from_lif(block.lif, a1.view(-1, 1), d1.view(-1, 1))
-    _to_like(block.lif, block.fc1.weight)
+    block.lif = _threshold_lif(block.lif, block.norm1, (-1, 1), block.fc1.weight)
     block.norm1 = nn.Identity()
     # Second per-token BN -> per-token copies of fc2.
     a2, d2 = bn_affine(block.norm2)
@@ -117,25 +93,16 @@ def _fold_channel_mlp(block: ChannelMLP) -> None:
     b = block.fc2.bias.detach().double() if block.fc2.bias is not None else w.new_zeros(w.shape[0])
     weight = a2.view(-1, 1, 1) * w.unsqueeze(0)  # [P, D, K]
     bias = a2.view(-1, 1) * b.unsqueeze(0) + d2.view(-1, 1)  # [P, D]
-    like = block.fc2.weight
-    block.fc2 = PerTokenLinear(weight.to(like.dtype).to(like.device), bias.to(like.dtype).to(like.device))
+    block.fc2 = PerTokenLinear(weight.to(block.fc2.weight), bias.to(block.fc2.weight))
     block.norm2 = nn.Identity()
 
 
-def _to_like(module: nn.Module, like: torch.Tensor) -> None:
-    for name, buf in module.named_buffers():
-        if buf is not None:
-            setattr(module, name, buf.to(dtype=like.dtype, device=like.device))
-
-
 def _fold_token_mixing(block: AxialTokenMixing) -> None:
-    _fold_into_rows(block, ((block.proj_w, "norm_w"), (block.proj_h, "norm_h")))
-    block.fuse = _folded_conv(block.fuse, block.fuse_norm)
-    block.fuse_norm = nn.Identity()
+    _fold_into_rows(block, (block.proj_w, "norm_w"), (block.proj_h, "norm_h"), (block.fuse, "fuse_norm"))
     if block.identity_norm is not None:
-        a, d = bn_affine(block.identity_norm)
-        block.identity_lif = ThresholdLIF.from_lif(block.identity_lif, a.view(-1, 1, 1), d.view(-1, 1, 1))
-        _to_like(block.identity_lif, block.fuse.weight)
+        block.identity_lif = _threshold_lif(
+            block.identity_lif, block.identity_norm, (-1, 1, 1), block.fuse.weight
+        )
         block.identity_norm = nn.Identity()
 
 
@@ -170,16 +137,12 @@ def fold(model: nn.Module) -> FoldedMLPSPE:
         p.requires_grad_(False)
 
     stem: PatchStem = folded.stem
-    stem.conv = _folded_conv(stem.conv, stem.bn)
+    _fold_into_rows(stem, (stem.conv, "bn"))
     stem.bn = _StemIdentity()
 
     for module in list(folded.modules()):
-        if isinstance(module, SpikingPatchEncoding):
-            for convbn in [*module.cell2node, module.node1_node2, module.node2_node3]:
-                _fold_convbn(convbn)
-        elif isinstance(module, ConvDownsample):
-            module.conv = _folded_conv(module.conv, module.bn)
-            module.bn = nn.Identity()
+        if isinstance(module, (ConvBN, ConvDownsample)):  # forward: bn(conv(x))
+            _fold_into_rows(module, (module.conv, "bn"))
         elif isinstance(module, AxialTokenMixing):
             _fold_token_mixing(module)
         elif isinstance(module, ChannelMLP):
@@ -208,11 +171,6 @@ def _folded_twin(block: nn.Module) -> nn.Module | None:
             new.__dict__.pop("_packed", None)  # a spike-kernel block's packed weights: not the folded ones
             return new
     return None
-
-
-def _fold_convbn(convbn: ConvBN) -> None:
-    convbn.conv = _folded_conv(convbn.conv, convbn.bn)
-    convbn.bn = nn.Identity()
 
 
 @torch.no_grad()

@@ -1,15 +1,11 @@
 """The LIF neuron after a folded BatchNorm: an affine input map moved into a per-neuron threshold.
 
-A neuron fed by BN(z) = a z + d (a, d per channel or per token position) sees a real-valued input that is
-an affine map of an accumulation z. The LIF charge, fire and reset are linear in (membrane, input) apart
-from the comparison with the threshold, so dividing everything by k = |a| changes no spike:
+The LIF charge, fire and reset are linear in (membrane, input) apart from the comparison with the
+threshold, so dividing everything by k = |a| changes no spike (docs/mlp_spe.md#network):
 
     LIF(a z + d; V_th, V_reset)  ==  LIF(sign(a) z + d / k; V_th / k, V_reset / k)
 
-sign(a) z is z, -z or 0 (no multiplication), d / k is a bias, V_th / k a per-neuron threshold. Where
-a = 0 the input is the constant d and k is taken as 1. This is how ``fold`` removes the per-token
-BatchNorm1d of the channel block (whose scale varies over token positions, so it cannot go into the
-Linear's weights, which are shared by all tokens) and MLP-S's BN before the identity-branch neuron.
+sign(a) z is z, -z or 0 (no multiplication); where a = 0 the input is the constant d and k is taken as 1.
 """
 
 from __future__ import annotations
@@ -68,9 +64,7 @@ class ThresholdLIF(nn.Module):
 
     @torch.no_grad()
     def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
-        tau = self.tau
-        thr = self.threshold
-        reset = self.reset
+        tau, thr, reset = self.tau, self.threshold, self.reset
         v = torch.zeros_like(x_seq[0]) if reset is None else reset.expand_as(x_seq[0]).clone()
         spikes = []
         for x in x_seq:

@@ -26,12 +26,8 @@ def describe(name: str, num_classes: int | None = None) -> dict:
             model = create(name, **kwargs)
         cfg = getattr(model, "pretrained_cfg", {}) or {}
         input_size = tuple(cfg.get("input_size", (3, 224, 224)))
-        return (
-            model,
-            cfg,
-            input_size,
-            sum(macs_per_step(model, img_size=input_size[1:], in_chans=input_size[0]).values()),
-        )
+        macs = sum(macs_per_step(model, img_size=input_size[1:], in_chans=input_size[0]).values())
+        return model, cfg, input_size, macs
 
     try:
         model, cfg, input_size, macs = count("meta")

@@ -1,23 +1,9 @@
 """MLP-SPE: the spiking MLP with multiplication-free inference (Li et al., IEEE TNNLS 2024), and MLP-S.
 
-Paper: "Efficient Deep Spiking Multi-Layer Perceptrons with Multiplication-Free Inference" (arXiv
-2306.12465); the authors' code is EMI-Group/mixer-snn. docs/mlp_spe.md fixes the architecture; the
-default configurations here reproduce it exactly (layer order, shapes, parameter counts), so the
-authors' weights load one to one through ``spikemlp.convert`` (format "mixer-snn").
-
-Network, on spike tensors [T, B, C, H, W] (T time steps, the same image at every step):
-    stage 0: h = BN(Conv 4x4/4 (image))   computed once, repeated over T (``PatchStem``)
-    stage i > 0: h = SPE(previous spikes)  (``SpikingPatchEncoding``; MLP-S: Conv 2x2/2 + BN)
-    in each stage: x = LIF(h); per block: u = TokenMixing(x); x = LIF(h + u); x = LIF(h + u + ChannelMLP(x))
-    head: BN(C_3) of the last spikes, mean over the grid, Linear, mean over T.
-Both skips add real-valued states before a neuron, and every conv/linear after the stem sees spikes.
-
-Variants (``timm.create_model(name, ...)`` after ``import spikemlp``; docs/mlp_spe.md#variants): the
-authors' ``mlp_spe_t``, ``mlp_spe_s``, ``mlp_s`` at 224 x 224; ``mlp_spe_b``, our choice for the paper's
-unpublished 66M model; and the CIFAR-native ``mlp_spe_t_cifar``, ``mlp_spe_s_cifar`` (the T/S widths and
-depths on a 2x2 stem at 32 x 32, not in the authors' code) and ``mlp_spe_xt_cifar``, a small model for
-CPU training. The per-token BatchNorm of the channel block and the N x N axial maps tie every model to
-the input resolution it was built for (``img_size``).
+docs/mlp_spe.md describes the network layer by layer and its variants. The default configurations
+reproduce the authors' code (EMI-Group/mixer-snn) exactly, so their weights load one to one through
+``spikemlp.convert`` (format "mixer-snn"). The per-token BatchNorm of the channel block and the N x N
+axial maps tie every model to the input resolution it was built for (``img_size``).
 """
 
 from __future__ import annotations
@@ -32,6 +18,7 @@ import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.checkpoint import checkpoint
 
 from ..data.info import DATASET_INFO
@@ -50,9 +37,6 @@ from ..neurons import LIF
 from ..neurons.spike_storage import compact_saved_spikes
 
 __all__ = ["MLPSPE", "MLPSPEBlock", "MLPSPEStage"]
-
-CIFAR_MEAN = DATASET_INFO["cifar10"].mean
-CIFAR_STD = DATASET_INFO["cifar10"].std
 
 
 class MLPSPEBlock(nn.Module):
@@ -79,20 +63,15 @@ def _restored_batch_norm_stats(module: nn.Module):
 
     Without it, each BN in a checkpointed block would update its running statistics twice per step.
     """
-    bns = [
-        m
-        for m in module.modules()
-        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
-    ]
-    saved = [(m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone()) for m in bns]
+    bns = [m for m in module.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
+    buffers = [b for m in bns for b in (m.running_mean, m.running_var, m.num_batches_tracked)]
+    saved = [b.clone() for b in buffers]
     try:
         yield
     finally:
         with torch.no_grad():
-            for m, (mean, var, count) in zip(bns, saved):
-                m.running_mean.copy_(mean)
-                m.running_var.copy_(var)
-                m.num_batches_tracked.copy_(count)
+            for b, value in zip(buffers, saved):
+                b.copy_(value)
 
 
 class MLPSPEStage(nn.Module):
@@ -252,10 +231,9 @@ class MLPSPE(nn.Module):
 
     @torch.jit.ignore
     def set_projection_recompute(self, enable: bool = True) -> None:
-        """Training memory (on by default): keep the axial projections' and the first channel Linear's
-        input spikes (as bool) for the backward and recompute their outputs there, instead of keeping the
-        outputs (4 bytes per element, 3C channels for the Linear). About 8% more time per training step,
-        about 20% less peak memory; results are identical (``self.memory``, layers/memory_saving.py)."""
+        """Training memory (on by default): keep the input spikes (as bool) of the axial projections and
+        the first channel Linear for the backward and recompute their outputs there, instead of keeping
+        the outputs; results are identical (``self.memory``, layers/memory_saving.py)."""
         self.memory.recompute_projection = bool(enable)
 
     @property
@@ -269,18 +247,13 @@ class MLPSPE(nn.Module):
 
     @torch.jit.ignore
     def set_spike_kernels(self, enable: bool = True) -> None:
-        """Inference speed on the CPU (off by default): run the token and channel blocks, whose synaptic
-        layers see spikes, with the spike-driven kernel (``spikemlp.layers.spike_matmul``): each output
-        sums the weights of its active inputs only, so the work falls with the firing rate and no weight
-        is multiplied; the channel MLP's hidden neuron runs inside its first layer. The transform
-        ``spikemlp.layers.spike_kernels`` swaps the blocks for their spike-kernel twins (same parameters).
-        Applies where no gradient is wanted and no hook observes the layers replaced, on the CPU, in
-        float32/float64, eagerly or under torch.compile; elsewhere the blocks run their dense layers.
-        Same model: outputs differ from the dense path only by float rounding (sums in another order).
-        Keeps a transposed copy of those weights (about the model's size) and tables of grouped sums
-        (four times the channel MLPs' first weights) while in use; ``set_spike_kernels(False)`` frees
-        them. Warns (once, with the cause) if the kernel cannot be built here: the model then runs its
-        dense layers."""
+        """CPU inference speed (off by default): the token and channel blocks, whose layers see spikes,
+        run the spike-driven kernel (``spikemlp.layers.spike_matmul``: each output sums the weights of its
+        active inputs only), swapped in by the transform ``spikemlp.layers.spike_kernels`` (same
+        parameters; outputs equal the dense ones up to float rounding). Applies without gradients or
+        hooks on the layers replaced, on the CPU in float32/float64, eagerly or compiled; elsewhere the
+        blocks run their dense layers. Packed copies of the weights are kept while it is on. Warns once,
+        with the cause, if the kernel cannot be built here."""
         if enable and (reason := spike_matmul.unavailable_reason()) is not None:
             message = f"spike kernels requested, but {reason}; running the dense layers"
             warnings.warn(message, RuntimeWarning, stacklevel=2)
@@ -298,20 +271,19 @@ class MLPSPE(nn.Module):
         self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
 
     def _check_images(self, images: torch.Tensor) -> None:
+        expected = f"MLP-SPE expects images [B, {self.in_chans}, {self.img_size[0]}, {self.img_size[1]}]"
         if not isinstance(images, torch.Tensor) or images.dim() != 4:
             shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
             raise ValueError(
-                f"MLP-SPE expects images [B, {self.in_chans}, {self.img_size[0]}, {self.img_size[1]}], got "
-                f"{shape}; the time axis is added by the model (direct encoding)"
+                f"{expected}, got {shape}; the time axis is added by the model (direct encoding)"
             )
         if images.shape[1] != self.in_chans or tuple(images.shape[-2:]) != self.img_size:
             grid = self.img_size[0] // self.patch_size
             raise ValueError(
-                f"MLP-SPE expects images [B, {self.in_chans}, {self.img_size[0]}, {self.img_size[1]}], got "
-                f"{list(images.shape)}. The model was built for img_size={self.img_size[0]} (a {grid}x{grid} "
-                "token grid sizes its axial maps and per-token BatchNorm), so it runs at that resolution "
-                f"only: resize the images, or create the model with img_size={images.shape[-1]} and "
-                f"in_chans={images.shape[1]}"
+                f"{expected}, got {list(images.shape)}. The model was built for img_size={self.img_size[0]} "
+                f"(a {grid}x{grid} token grid sizes its axial maps and per-token BatchNorm), so it runs at "
+                f"that resolution only: resize the images, or create the model with img_size="
+                f"{images.shape[-1]} and in_chans={images.shape[1]}"
             )
 
     def forward_features(self, images: torch.Tensor) -> torch.Tensor:
@@ -368,22 +340,40 @@ def _cfg(**kwargs):
     }
 
 
-def _cifar_cfg(**kwargs):
-    return _cfg(
-        num_classes=10, input_size=(3, 32, 32), crop_pct=1.0, mean=CIFAR_MEAN, std=CIFAR_STD, **kwargs
-    )
+def _cifar_cfg():
+    cifar = DATASET_INFO["cifar10"]
+    return _cfg(num_classes=10, input_size=(3, 32, 32), crop_pct=1.0, mean=cifar.mean, std=cifar.std)
 
 
+_CIFAR = dict(img_size=32, patch_size=2, num_classes=10)
+_D = (2, 8, 14, 2)
+# name -> (the entry point's docstring, its defaults); the sizes are in docs/mlp_spe.md#variants.
+_VARIANTS = {
+    "mlp_spe_t": ("MLP-SPE-T (25.2M): d 78, depths 2, 8, 14, 2, 224 x 224.", dict(embed_dim=78, depths=_D)),
+    "mlp_spe_s": ("MLP-SPE-S (38.0M): d 96, depths 2, 8, 14, 2, 224 x 224.", dict(embed_dim=96, depths=_D)),
+    "mlp_s": (
+        "MLP-S (34.5M), the paper's ablation without SPE: conv 2x2 encoders, LIF(BN(x)) identity branch.",
+        dict(embed_dim=96, depths=_D, spe=False),
+    ),
+    "mlp_spe_b": (
+        "MLP-SPE-B (65.6M): our choice for the paper's unpublished 66M model, d 108, depths 2, 10, 24, 2.",
+        dict(embed_dim=108, depths=(2, 10, 24, 2)),
+    ),
+    "mlp_spe_t_cifar": (
+        "MLP-SPE-T for 32 x 32 inputs: 2x2 stem, 16 x 16 tokens, d 78, depths 2, 8, 14, 2.",
+        dict(embed_dim=78, depths=_D, **_CIFAR),
+    ),
+    "mlp_spe_s_cifar": (
+        "MLP-SPE-S for 32 x 32 inputs: 2x2 stem, 16 x 16 tokens, d 96, depths 2, 8, 14, 2.",
+        dict(embed_dim=96, depths=_D, **_CIFAR),
+    ),
+    "mlp_spe_xt_cifar": (
+        "A small MLP-SPE for CPU training on 32 x 32 inputs: 2x2 stem, d 48, depths 1, 1, 3, 1.",
+        dict(embed_dim=48, depths=(1, 1, 3, 1), **_CIFAR),
+    ),
+}
 default_cfgs = generate_default_cfgs(
-    {
-        "mlp_spe_t": _cfg(),
-        "mlp_spe_s": _cfg(),
-        "mlp_s": _cfg(),
-        "mlp_spe_b": _cfg(),
-        "mlp_spe_t_cifar": _cifar_cfg(),
-        "mlp_spe_s_cifar": _cifar_cfg(),
-        "mlp_spe_xt_cifar": _cifar_cfg(),
-    }
+    {name: _cifar_cfg() if name.endswith("_cifar") else _cfg() for name in _VARIANTS}
 )
 
 
@@ -397,50 +387,16 @@ def _create(variant: str, pretrained: bool = False, **kwargs) -> MLPSPE:
     return model
 
 
-def _variant(variant: str, pretrained: bool, defaults: dict, kwargs: dict) -> MLPSPE:
-    return _create(variant, pretrained, **{**defaults, **kwargs})
+def _entry_point(name: str, doc: str, defaults: dict):
+    """timm's entry point for one variant: ``name(pretrained=False, **kwargs)``, kwargs over defaults."""
+
+    def entry(pretrained: bool = False, **kwargs) -> MLPSPE:
+        return _create(name, pretrained, **{**defaults, **kwargs})
+
+    entry.__name__ = entry.__qualname__ = name
+    entry.__doc__ = doc
+    return entry
 
 
-@register_model
-def mlp_spe_t(pretrained: bool = False, **kwargs) -> MLPSPE:
-    """MLP-SPE-T (25.2M): d 78, depths 2, 8, 14, 2, 224 x 224."""
-    return _variant("mlp_spe_t", pretrained, dict(embed_dim=78, depths=(2, 8, 14, 2)), kwargs)
-
-
-@register_model
-def mlp_spe_s(pretrained: bool = False, **kwargs) -> MLPSPE:
-    """MLP-SPE-S (38.0M): d 96, depths 2, 8, 14, 2, 224 x 224."""
-    return _variant("mlp_spe_s", pretrained, dict(embed_dim=96, depths=(2, 8, 14, 2)), kwargs)
-
-
-@register_model
-def mlp_s(pretrained: bool = False, **kwargs) -> MLPSPE:
-    """MLP-S (34.5M), the paper's ablation without SPE: conv 2x2 encoders, LIF(BN(x)) identity branch."""
-    return _variant("mlp_s", pretrained, dict(embed_dim=96, depths=(2, 8, 14, 2), spe=False), kwargs)
-
-
-@register_model
-def mlp_spe_b(pretrained: bool = False, **kwargs) -> MLPSPE:
-    """MLP-SPE-B (65.6M): our choice for the paper's unpublished 66M model, d 108, depths 2, 10, 24, 2."""
-    return _variant("mlp_spe_b", pretrained, dict(embed_dim=108, depths=(2, 10, 24, 2)), kwargs)
-
-
-_CIFAR = dict(img_size=32, patch_size=2, num_classes=10)
-
-
-@register_model
-def mlp_spe_t_cifar(pretrained: bool = False, **kwargs) -> MLPSPE:
-    """MLP-SPE-T for 32 x 32 inputs: 2x2 stem, 16 x 16 tokens, d 78, depths 2, 8, 14, 2."""
-    return _variant("mlp_spe_t_cifar", pretrained, dict(embed_dim=78, depths=(2, 8, 14, 2), **_CIFAR), kwargs)
-
-
-@register_model
-def mlp_spe_s_cifar(pretrained: bool = False, **kwargs) -> MLPSPE:
-    """MLP-SPE-S for 32 x 32 inputs: 2x2 stem, 16 x 16 tokens, d 96, depths 2, 8, 14, 2."""
-    return _variant("mlp_spe_s_cifar", pretrained, dict(embed_dim=96, depths=(2, 8, 14, 2), **_CIFAR), kwargs)
-
-
-@register_model
-def mlp_spe_xt_cifar(pretrained: bool = False, **kwargs) -> MLPSPE:
-    """A small MLP-SPE for CPU training on 32 x 32 inputs: 2x2 stem, d 48, depths 1, 1, 3, 1."""
-    return _variant("mlp_spe_xt_cifar", pretrained, dict(embed_dim=48, depths=(1, 1, 3, 1), **_CIFAR), kwargs)
+for _name, (_doc, _defaults) in _VARIANTS.items():
+    globals()[_name] = register_model(_entry_point(_name, _doc, _defaults))

@@ -1,23 +1,16 @@
 """SNN-MLP (Li et al., "Brain-inspired Multilayer Perceptron with Spiking Neurons", CVPR 2022).
 
-An MLP whose token mixing is a full-precision group LIF along H and along W (docs/snn_mlp.md):
-activations stay real-valued, spatial positions play the role of time steps. The default
-configurations reproduce the authors' network layer for layer, so their released weights
-(snnmlp_tiny_81.88.pt and friends) load one to one, with the LIF switched on:
+An MLP whose token mixing is a full-precision group LIF along H and along W; docs/snn_mlp.md describes
+the network, its variants and its training recipe. The default configurations reproduce the authors'
+network layer for layer, so their released weights load one to one, with the LIF switched on:
 
-    import spikemlp, timm
     model = timm.create_model("snn_mlp_t", pretrained=True,
                               pretrained_cfg_overlay=dict(file="snnmlp_tiny_81.88.pt"))
-
-Variants: ``snn_mlp_t``, ``snn_mlp_s``, ``snn_mlp_b`` (224 x 224, 1000 classes) and the CIFAR-native
-32 x 32 ``snn_mlp_xt_cifar``, ``snn_mlp_t_cifar``, ``snn_mlp_s_cifar`` (a 2 x 2 patch stem; see
-``_CIFAR_NOTES``). ``param_groups`` gives tau and V_th their own optimiser group
-(docs/snn_mlp.md#training-recipe).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -31,6 +24,7 @@ from ..convert import snn_mlp as authors_layout
 from ..convert.reader import read_state_dict, state_dict_in
 from ..data.info import DATASET_INFO
 from ..layers.group_lif_mixing import GroupLIFTokenMixing, group_norm1
+from ..neurons.group_lif import GroupLIF
 from ._param_groups import param_groups
 
 __all__ = [
@@ -212,26 +206,13 @@ class SNNMLP(nn.Module):
         self.pos_drop = nn.Dropout(drop_rate)
         # Stochastic depth grows linearly from 0 over all blocks of all stages.
         dpr = [x.item() for x in torch.linspace(0, drop_path_rate, sum(depths), device="cpu")]
-        stages = []
-        for i in range(num_stages):
-            start = sum(depths[:i])
-            stages.append(
-                SNNMLPStage(
-                    dims[i],
-                    depths[i],
-                    downsample=i > 0,
-                    drop_path=dpr[start : start + depths[i]],
-                    norm_layer=norm_layer,
-                    mlp_ratio=mlp_ratio,
-                    group_size=sizes[i],
-                    lif_tau=lif_tau,
-                    lif_v_th=lif_v_th,
-                    learn_tau=learn_tau,
-                    learn_v_th=learn_v_th,
-                    drop=drop_rate,
-                    act_layer=act_layer,
-                )
-            )
+        block_kwargs = dict(mlp_ratio=mlp_ratio, lif_tau=lif_tau, lif_v_th=lif_v_th, drop=drop_rate)
+        block_kwargs.update(learn_tau=learn_tau, learn_v_th=learn_v_th, act_layer=act_layer)
+        stages, start = [], 0
+        for i, (dim, depth, size) in enumerate(zip(dims, depths, sizes)):
+            dp = dpr[start : start + depth]
+            stages.append(SNNMLPStage(dim, depth, i > 0, dp, norm_layer, group_size=size, **block_kwargs))
+            start += depth
         self.stages = nn.Sequential(*stages)
         self.norm = norm_layer(self.num_features)
         self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
@@ -299,8 +280,8 @@ class SNNMLP(nn.Module):
         Counted: every conv and linear (MACs, without bias), plus C x H x W for each GroupNorm input
         and for the sum of the two LIF branches. Not counted: GELU, the LIFs ("no extra FLOPs"),
         residual additions, pooling, biases. The final norm term is the authors' formula, which uses
-        (H0 x W0) / 2^num_stages tokens (196 at 224) rather than the 49 the norm actually sees.
-        These conventions give 4.373 / 8.548 / 15.174 GFLOPs for T / S / B at 224, as published.
+        (H0 x W0) / 2^num_stages tokens (196 at 224) rather than the 49 the norm actually sees; the
+        published counts follow (docs/snn_mlp.md#network-and-variants).
         """
         h, w = self.img_size[0] // self.patch_size, self.img_size[1] // self.patch_size
         pe = self.patch_embed
@@ -345,10 +326,6 @@ def lif_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
 # --- the authors' weights -----------------------------------------------------------------------------
 
 
-def _looks_like_authors_layout(state_dict: dict) -> bool:
-    return any(k.startswith("layers.") for k in state_dict)
-
-
 def checkpoint_filter_fn(state_dict: dict, model: SNNMLP) -> dict:
     """timm's ``pretrained_filter_fn``: accept the authors' layout (docs/snn_mlp.md#weight-layout) or ours,
     return ours.
@@ -358,7 +335,7 @@ def checkpoint_filter_fn(state_dict: dict, model: SNNMLP) -> dict:
     when ``num_classes`` differs.
     """
     state_dict = state_dict_in(state_dict, "SNN-MLP checkpoint")
-    if _looks_like_authors_layout(state_dict):
+    if any(k.startswith("layers.") for k in state_dict):  # the authors' layout
         state_dict = authors_layout.to_spikemlp(state_dict, depths=model.depths)
     _check_against_model(state_dict, model)
     return state_dict
@@ -407,21 +384,15 @@ def _read_weights(path: str | Path) -> dict:
 def _lenient(checkpoint, model: SNNMLP) -> dict:
     """Convert and keep everything but a classifier of the wrong size."""
     state_dict = checkpoint_filter_fn(checkpoint, model)
-    head = model.get_classifier()
-    if isinstance(head, nn.Linear) and state_dict.get("head.weight") is not None:
-        if tuple(state_dict["head.weight"].shape) != tuple(head.weight.shape):
-            state_dict = {k: v for k, v in state_dict.items() if not k.startswith("head.")}
+    head, weight = model.get_classifier(), state_dict.get("head.weight")
+    if isinstance(head, nn.Linear) and weight is not None and weight.shape != head.weight.shape:
+        state_dict = {k: v for k, v in state_dict.items() if not k.startswith("head.")}
     return state_dict
 
 
 # --- registry ------------------------------------------------------------------------------------------
 
 _RELEASE = "https://github.com/huawei-noah/Efficient-AI-Backbones/releases/download/snnmlp/"
-
-_CIFAR_NOTES = """CIFAR-native variants (our choice; the authors only trained on ImageNet at 224): a 2 x 2
-patch stem gives token grids of 16, 8, 4, 2 at 32 x 32, so the 4-position LIF groups stay active in
-stages 0-2; stage 3 (2 x 2) uses groups of 2 (one group per row/column). Widths and depths follow T / S;
-xt is a small, CPU-friendly model (C = 48, depths 2, 2, 2, 2). Drop path 0.1 (xt 0.05, s 0.2)."""
 
 
 def _cfg(url: str = "", **kwargs) -> dict:
@@ -443,24 +414,14 @@ def _cfg(url: str = "", **kwargs) -> dict:
     }
 
 
-_CIFAR10 = dict(
-    num_classes=10,
-    input_size=(3, 32, 32),
-    pool_size=(2, 2),
-    crop_pct=1.0,
-    interpolation="bilinear",
-    mean=DATASET_INFO["cifar10"].mean,
-    std=DATASET_INFO["cifar10"].std,
-)
-
+_CIFAR10 = dict(num_classes=10, input_size=(3, 32, 32), pool_size=(2, 2), crop_pct=1.0)
+_CIFAR10.update(interpolation="bilinear", mean=DATASET_INFO["cifar10"].mean, std=DATASET_INFO["cifar10"].std)
 default_cfgs = generate_default_cfgs(
     {
         "snn_mlp_t": _cfg(url=_RELEASE + "snnmlp_tiny_81.88.pt", license="apache-2.0"),
         "snn_mlp_s": _cfg(url=_RELEASE + "snnmlp_small_83.30.pt", license="apache-2.0"),
         "snn_mlp_b": _cfg(url=_RELEASE + "snnmlp_base_83.59.pt", license="apache-2.0"),
-        "snn_mlp_xt_cifar": _cfg(**_CIFAR10),
-        "snn_mlp_t_cifar": _cfg(**_CIFAR10),
-        "snn_mlp_s_cifar": _cfg(**_CIFAR10),
+        **{name: _cfg(**_CIFAR10) for name in ("snn_mlp_xt_cifar", "snn_mlp_t_cifar", "snn_mlp_s_cifar")},
     }
 )
 
@@ -480,65 +441,54 @@ def _create_snn_mlp(variant: str, pretrained: bool = False, **kwargs) -> SNNMLP:
     )
 
 
-def _variant(variant: str, pretrained: bool, defaults: dict, kwargs: dict) -> SNNMLP:
-    return _create_snn_mlp(variant, pretrained, **dict(defaults, **kwargs))
-
-
-@register_model
-def snn_mlp_t(pretrained: bool = False, **kwargs) -> SNNMLP:
-    """SNN-MLP-T: C = 96, depths 2, 2, 6, 2, drop path 0.2; 28.336M params, 4.373 GFLOPs, 81.88% top-1."""
-    return _variant(
-        "snn_mlp_t", pretrained, dict(embed_dim=96, depths=(2, 2, 6, 2), drop_path_rate=0.2), kwargs
-    )
-
-
-@register_model
-def snn_mlp_s(pretrained: bool = False, **kwargs) -> SNNMLP:
-    """SNN-MLP-S: C = 96, depths 2, 2, 18, 2, drop path 0.3; 49.703M params, 8.548 GFLOPs, 83.30%."""
-    return _variant(
-        "snn_mlp_s", pretrained, dict(embed_dim=96, depths=(2, 2, 18, 2), drop_path_rate=0.3), kwargs
-    )
-
-
-@register_model
-def snn_mlp_b(pretrained: bool = False, **kwargs) -> SNNMLP:
-    """SNN-MLP-B: C = 128, depths 2, 2, 18, 2, drop path 0.5; 87.897M params, 15.174 GFLOPs, 83.59%."""
-    return _variant(
-        "snn_mlp_b", pretrained, dict(embed_dim=128, depths=(2, 2, 18, 2), drop_path_rate=0.5), kwargs
-    )
-
-
 _CIFAR_BASE = dict(img_size=32, patch_size=2, num_classes=10, group_size=(4, 4, 4, 2))
+# name -> (the entry point's docstring, its defaults); the CIFAR variants are explained in
+# docs/snn_mlp.md#network-and-variants.
+_VARIANTS = {
+    "snn_mlp_t": (
+        "SNN-MLP-T: C = 96, depths 2, 2, 6, 2, drop path 0.2; 28.336M params, 4.373 GFLOPs, 81.88% top-1.",
+        dict(embed_dim=96, depths=(2, 2, 6, 2), drop_path_rate=0.2),
+    ),
+    "snn_mlp_s": (
+        "SNN-MLP-S: C = 96, depths 2, 2, 18, 2, drop path 0.3; 49.703M params, 8.548 GFLOPs, 83.30%.",
+        dict(embed_dim=96, depths=(2, 2, 18, 2), drop_path_rate=0.3),
+    ),
+    "snn_mlp_b": (
+        "SNN-MLP-B: C = 128, depths 2, 2, 18, 2, drop path 0.5; 87.897M params, 15.174 GFLOPs, 83.59%.",
+        dict(embed_dim=128, depths=(2, 2, 18, 2), drop_path_rate=0.5),
+    ),
+    "snn_mlp_xt_cifar": (
+        "CIFAR-native extra-tiny SNN-MLP (32 x 32, 2 x 2 stem, C = 48, depths 2, 2, 2, 2); docs/snn_mlp.md.",
+        dict(_CIFAR_BASE, embed_dim=48, depths=(2, 2, 2, 2), drop_path_rate=0.05),
+    ),
+    "snn_mlp_t_cifar": (
+        "CIFAR-native SNN-MLP-T (32 x 32, 2 x 2 stem, C = 96, depths 2, 2, 6, 2); see docs/snn_mlp.md.",
+        dict(_CIFAR_BASE, embed_dim=96, depths=(2, 2, 6, 2), drop_path_rate=0.1),
+    ),
+    "snn_mlp_s_cifar": (
+        "CIFAR-native SNN-MLP-S (32 x 32, 2 x 2 stem, C = 96, depths 2, 2, 18, 2); see docs/snn_mlp.md.",
+        dict(_CIFAR_BASE, embed_dim=96, depths=(2, 2, 18, 2), drop_path_rate=0.2),
+    ),
+}
 
 
-@register_model
-def snn_mlp_xt_cifar(pretrained: bool = False, **kwargs) -> SNNMLP:
-    """CIFAR-native extra-tiny SNN-MLP (32 x 32, 2 x 2 stem, C = 48, depths 2, 2, 2, 2); see _CIFAR_NOTES."""
-    defaults = dict(_CIFAR_BASE, embed_dim=48, depths=(2, 2, 2, 2), drop_path_rate=0.05)
-    return _variant("snn_mlp_xt_cifar", pretrained, defaults, kwargs)
+def _entry_point(name: str, doc: str, defaults: dict):
+    """timm's entry point for one variant: ``name(pretrained=False, **kwargs)``, kwargs over defaults."""
+
+    def entry(pretrained: bool = False, **kwargs) -> SNNMLP:
+        return _create_snn_mlp(name, pretrained, **dict(defaults, **kwargs))
+
+    entry.__name__ = entry.__qualname__ = name
+    entry.__doc__ = doc
+    return entry
 
 
-@register_model
-def snn_mlp_t_cifar(pretrained: bool = False, **kwargs) -> SNNMLP:
-    """CIFAR-native SNN-MLP-T (32 x 32, 2 x 2 stem, C = 96, depths 2, 2, 6, 2); see _CIFAR_NOTES."""
-    defaults = dict(_CIFAR_BASE, embed_dim=96, depths=(2, 2, 6, 2), drop_path_rate=0.1)
-    return _variant("snn_mlp_t_cifar", pretrained, defaults, kwargs)
-
-
-@register_model
-def snn_mlp_s_cifar(pretrained: bool = False, **kwargs) -> SNNMLP:
-    """CIFAR-native SNN-MLP-S (32 x 32, 2 x 2 stem, C = 96, depths 2, 2, 18, 2); see _CIFAR_NOTES."""
-    defaults = dict(_CIFAR_BASE, embed_dim=96, depths=(2, 2, 18, 2), drop_path_rate=0.2)
-    return _variant("snn_mlp_s_cifar", pretrained, defaults, kwargs)
-
-
-def _iter_group_lifs(model: nn.Module) -> Iterable[nn.Module]:
-    from ..neurons.group_lif import GroupLIF
-
-    return (m for m in model.modules() if isinstance(m, GroupLIF))
+for _name, (_doc, _defaults) in _VARIANTS.items():
+    globals()[_name] = register_model(_entry_point(_name, _doc, _defaults))
 
 
 def set_group_size(model: nn.Module, group_size: int) -> None:
     """Set the LIF group length of every group LIF in ``model`` (-1 switches them all off)."""
-    for lif in _iter_group_lifs(model):
-        lif.group_size = group_size
+    for lif in model.modules():
+        if isinstance(lif, GroupLIF):
+            lif.group_size = group_size

@@ -28,6 +28,7 @@ from .. import checkpoint as ckpt
 from .. import models
 from ..data import loaders
 from .config import TrainConfig, from_dict, load_yaml, save_config, to_dict
+from .data_checks import check_labels_fit
 from .distributed import (
     DistInfo,
     all_reduce_sum,
@@ -124,6 +125,8 @@ def _read_data(cfg: TrainConfig, info: DistInfo) -> _Data:
     train_split = loaders.load(cfg.data, "train", cfg.data_dir, cfg.synthetic_size, cfg.img_size)
     test_split = loaders.load(cfg.data, "test", cfg.data_dir, cfg.synthetic_size, cfg.img_size)
     num_classes = cfg.num_classes or facts.num_classes
+    for split, name in ((train_split, "train"), (test_split, "test")):
+        check_labels_fit(split, num_classes, f"{cfg.data} {name}")
     pipeline = loaders.choose_pipeline(
         cfg.pipeline, train_split, facts.image_size, cfg.img_size, cfg.auto_augment
     )

@@ -105,6 +105,15 @@ def plain_state_dict(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu").clone().contiguous() for k, v in module.state_dict().items()}
 
 
+def _refuse_non_finite(folder: Path, *states: dict[str, torch.Tensor]) -> None:
+    bad = [k for st in states for k, v in st.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise CheckpointError(
+            f"refusing to write {folder}: {len(bad)} tensor(s) hold NaN or infinity ({', '.join(bad[:3])}"
+            f"{', ...' if len(bad) > 3 else ''}); the checkpoint there stays as it was"
+        )
+
+
 def save_checkpoint(
     folder: str | Path,
     model_state: dict[str, torch.Tensor],
@@ -113,8 +122,10 @@ def save_checkpoint(
     ema_state: dict[str, torch.Tensor] | None = None,
     meta: dict[str, Any] | None = None,
 ) -> Path:
-    """Write a checkpoint folder atomically (see the module docstring) and return its path."""
+    """Write a checkpoint folder atomically (see the module docstring) and return its path. Weights that
+    are not finite are refused (CheckpointError): the folder's last good checkpoint stays."""
     folder = Path(folder)
+    _refuse_non_finite(folder, model_state, ema_state or {})
     tmp = folder.with_name(folder.name + ".tmp")
     old = folder.with_name(folder.name + ".old")
     if tmp.exists():

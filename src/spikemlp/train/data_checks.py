@@ -1,6 +1,5 @@
-"""Checks of what a run reads, made where they cost nothing: labels against the classifier's classes at
-load (an out-of-range label is an IndexError mid-run on a CPU and a device-side assert on a GPU), and
-each training batch's pixels folded into the per-step check of the loss (no extra synchronisation)."""
+"""Labels checked against the classifier's classes when the data is loaded: an out-of-range label is an
+IndexError mid-run on a CPU and a device-side assert on a GPU (the pixels are checked in ``non_finite``)."""
 
 from __future__ import annotations
 
@@ -30,8 +29,3 @@ def check_labels_fit(split, num_classes: int, where: str) -> None:
             f"(num_classes {num_classes}); set num_classes to 0 (the data set's own count) or to at least "
             f"{hi + 1}"
         )
-
-
-def batch_problems(images: torch.Tensor) -> torch.Tensor:
-    """1.0 when the batch holds a NaN or infinite pixel, as a tensor on the batch's device (not synced)."""
-    return (~torch.isfinite(images).all()).to(torch.float32).reshape(1)

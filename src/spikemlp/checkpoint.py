@@ -11,7 +11,7 @@ A checkpoint folder holds
   ``torch.load(weights_only=True)``, which refuses any other object;
 - ``meta.json``: epoch, step and accuracy, for people and scripts.
 
-Writing: the folder is first written in full as ``NAME.tmp`` (each file through
+Writing: the folder is first written in full as ``NAME.tmp-PID`` (each file through
 :func:`spikemlp._files.atomic_write`, flushed to the disk); then the old folder is renamed to ``NAME.old``,
 the new one to ``NAME``, and ``NAME.old`` is removed. A crash at any moment leaves either ``NAME`` or
 (between the two renames) ``NAME.old`` complete; :func:`resolve` picks whichever exists.
@@ -114,6 +114,24 @@ def _refuse_non_finite(folder: Path, *states: dict[str, torch.Tensor]) -> None:
         )
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        pass
+    return True
+
+
+def _remove_stale_tmp(folder: Path) -> None:
+    """Remove the ``NAME.tmp-PID`` folders left by writers that died (or by this one): never a live one's."""
+    for tmp in folder.parent.glob(f"{folder.name}.tmp-*"):
+        pid = tmp.name.rpartition("-")[2]
+        if not pid.isdigit() or int(pid) == os.getpid() or not _alive(int(pid)):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 def save_checkpoint(
     folder: str | Path,
     model_state: dict[str, torch.Tensor],
@@ -126,10 +144,9 @@ def save_checkpoint(
     are not finite are refused (CheckpointError): the folder's last good checkpoint stays."""
     folder = Path(folder)
     _refuse_non_finite(folder, model_state, ema_state or {})
-    tmp = folder.with_name(folder.name + ".tmp")
+    tmp = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")  # each writer its own
     old = folder.with_name(folder.name + ".old")
-    if tmp.exists():
-        shutil.rmtree(tmp)
+    _remove_stale_tmp(folder)
     tmp.mkdir(parents=True)
     metadata = {k: str(v) for k, v in model_meta.items()}
     _write(tmp / MODEL_FILE, lambda f: save_file(model_state, f, metadata=metadata))

@@ -27,6 +27,7 @@ from torch import nn
 from .. import checkpoint as ckpt
 from .. import models
 from ..data import loaders
+from . import run_folder
 from .config import TrainConfig, from_dict, load_yaml, save_config, to_dict
 from .data_checks import check_labels_fit
 from .distributed import (
@@ -75,34 +76,33 @@ def model_from_checkpoint(
 # the run
 
 
-def _check_run_dir(run_dir: Path, resume: bool) -> None:
-    if not resume and ((run_dir / "last").exists() or (run_dir / "last.old").exists()):
-        raise ValueError(
-            f"{run_dir} already holds a training run; continue it with --resume {run_dir}, or choose "
-            "another --out"
-        )
-
-
-def preflight(cfg: TrainConfig, run_dir: str | Path, resume: bool = False) -> None:
+def preflight(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, overwrite: bool = False) -> None:
     """The checks that stop a run before it starts (run folder, data set, model), made once before
     ``spikemlp train`` starts worker processes: one clear error instead of one per worker."""
-    _check_run_dir(Path(run_dir), resume)
+    run_folder.check_reuse(Path(run_dir), resume, overwrite)
     facts = loaders.facts(cfg.data, cfg.img_size)
     loaders.check_available(cfg.data, cfg.data_dir)
     build_model(cfg, cfg.num_classes or facts.num_classes)
 
 
-def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False) -> TrainResult:
-    """Train ``cfg`` into ``run_dir`` (continuing from ``run_dir/last`` when ``resume``)."""
+def train(
+    cfg: TrainConfig, run_dir: str | Path, resume: bool = False, overwrite: bool = False
+) -> TrainResult:
+    """Train ``cfg`` into ``run_dir`` (continuing from ``run_dir/last`` when ``resume``; replacing an earlier
+    run's files when ``overwrite``), holding the folder's lock (:mod:`.run_folder`) throughout."""
     run_dir = Path(run_dir)
-    _check_run_dir(run_dir, resume)
-    info = setup(cfg.device)
-    deterministic_before = torch.are_deterministic_algorithms_enabled()
-    try:
-        return _Run(cfg, run_dir, resume, info).run()
-    finally:
-        torch.use_deterministic_algorithms(deterministic_before)
-        cleanup(info)
+    with run_folder.locked(run_dir):
+        if int(os.environ.get("RANK", "0")) == 0:  # the writer; other ranks could see its first files
+            run_folder.check_reuse(run_dir, resume, overwrite)
+            if overwrite and not resume:
+                run_folder.clear(run_dir)
+        info = setup(cfg.device)
+        deterministic_before = torch.are_deterministic_algorithms_enabled()
+        try:
+            return _Run(cfg, run_dir, resume, info).run()
+        finally:
+            torch.use_deterministic_algorithms(deterministic_before)
+            cleanup(info)
 
 
 @dataclass

@@ -168,7 +168,7 @@ class _Run:
         self.state = build_state(cfg, info, d.num_classes, max_steps, round(cfg.warmup_epochs * upe))
         planned, elapsed_before = max_steps, 0.0
         if resume:
-            planned, elapsed_before = self.state.restore(run_dir / "last", info.rank)
+            planned, elapsed_before = self.state.restore(run_dir / "last", info.rank, info.world_size)
         self.budget = TimeBudget(
             cfg.time_budget,
             max_steps=max_steps,
@@ -183,9 +183,11 @@ class _Run:
         replanned = self.budget.resumed_total(planned, self.state.global_step)
         if replanned != planned:  # resumed with a new --epochs: the rest of the schedule stretches or shrinks
             self.state.replan(replanned)
-        if info.is_main:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            save_config(cfg, run_dir / "config.yaml")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        # a resume rewrites config.yaml with its first checkpoint: a resume that fails leaves the record
+        self.config_pending = info.is_main
+        if not resume:
+            self._save_config()
         self.log = RunLog(run_dir, info.is_main, self.state.epoch, progress=cfg.progress)
         self._announce(resume)
         self.model_meta = ckpt.model_metadata(to_dict(cfg), d.num_classes, d.classes)
@@ -230,9 +232,15 @@ class _Run:
             cfg.tta,
         )
 
+    def _save_config(self) -> None:
+        if self.config_pending:
+            save_config(self.cfg, self.run_dir / "config.yaml")
+            self.config_pending = False
+
     def save_last(self) -> None:
         t_save = time.perf_counter()
         self.state.save_last(self.run_dir / "last", self.model_meta, self.info, self.budget.elapsed())
+        self._save_config()
         self.budget.saved(time.perf_counter() - t_save)  # the time budget keeps room for the last ones
 
     def run(self) -> TrainResult:

@@ -18,6 +18,7 @@ PACKAGE = ROOT / "src" / "spikemlp"
 FORBIDDEN = {
     "errors": {"*"},
     "_files": {"*"},
+    "_checks": {"*"},
     "ops": {"layers", "models", "train", "analysis", "mfi", "export", "convert", "data", "cli"},
     "neurons": {"layers", "models", "train", "analysis", "mfi", "export", "convert", "data", "cli"},
     "layers": {"models", "train", "analysis", "mfi", "export", "convert", "data", "cli"},

@@ -8,10 +8,10 @@ model), ``ema.safetensors`` when the run keeps an EMA, ``state.pt`` (what a resu
 numbers, strings, lists and dicts, loaded with ``torch.load(weights_only=True)``, which refuses any other
 object) and ``meta.json`` (epoch, step and accuracy, for people and scripts).
 
-Writing: the folder is first written in full as ``NAME.tmp``, each file flushed to the disk; then the old
-folder is renamed to ``NAME.old``, the new one to ``NAME``, and ``NAME.old`` is removed. A crash at any
-moment leaves either ``NAME`` or (between the two renames) ``NAME.old`` complete; :func:`resolve` picks
-whichever exists.
+Writing: the folder is first written in full as ``NAME.tmp-PID`` (each file through
+:func:`spikemlp._files.atomic_write`, flushed to the disk); then the old folder is renamed to ``NAME.old``,
+the new one to ``NAME``, and ``NAME.old`` is removed. A crash at any moment leaves either ``NAME`` or
+(between the two renames) ``NAME.old`` complete; :func:`resolve` picks whichever exists.
 """
 
 from __future__ import annotations
@@ -99,6 +99,33 @@ def plain_state_dict(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu").clone().contiguous() for k, v in module.state_dict().items()}
 
 
+def _refuse_non_finite(folder: Path, *states: dict[str, torch.Tensor]) -> None:
+    bad = [k for st in states for k, v in st.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise CheckpointError(
+            f"refusing to write {folder}: {len(bad)} tensor(s) hold NaN or infinity ({', '.join(bad[:3])}"
+            f"{', ...' if len(bad) > 3 else ''}); the checkpoint there stays as it was"
+        )
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        pass
+    return True
+
+
+def _remove_stale_tmp(folder: Path) -> None:
+    """Remove the ``NAME.tmp-PID`` folders left by writers that died (or by this one): never a live one's."""
+    for tmp in folder.parent.glob(f"{folder.name}.tmp-*"):
+        pid = tmp.name.rpartition("-")[2]
+        if not pid.isdigit() or int(pid) == os.getpid() or not _alive(int(pid)):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 def save_checkpoint(
     folder: str | Path,
     model_state: dict[str, torch.Tensor],
@@ -107,11 +134,13 @@ def save_checkpoint(
     ema_state: dict[str, torch.Tensor] | None = None,
     meta: dict[str, Any] | None = None,
 ) -> Path:
-    """Write a checkpoint folder atomically (see the module docstring) and return its path."""
+    """Write a checkpoint folder atomically (see the module docstring) and return its path. Weights that
+    are not finite are refused (CheckpointError): the folder's last good checkpoint stays."""
     folder = Path(folder)
-    tmp, old = folder.with_name(folder.name + ".tmp"), folder.with_name(folder.name + ".old")
-    if tmp.exists():
-        shutil.rmtree(tmp)
+    _refuse_non_finite(folder, model_state, ema_state or {})
+    tmp = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")  # each writer its own
+    old = folder.with_name(folder.name + ".old")
+    _remove_stale_tmp(folder)
     tmp.mkdir(parents=True)
     metadata = {k: str(v) for k, v in model_meta.items()}
     _write(tmp / MODEL_FILE, lambda f: save_file(model_state, f, metadata=metadata))

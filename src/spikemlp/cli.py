@@ -47,9 +47,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         return int(args.func(args) or 0)
-    except (UserError, FileNotFoundError, ValueError, KeyError) as err:
-        # Library errors are written to be read by a person: show the message, not the stack.
+    except (UserError, OSError, ValueError, KeyError) as err:
+        # Library errors are written to be read by a person: show the message, not the stack. A file
+        # system's refusal (permission, a file where a folder must be) is as much the user's to fix.
         msg = err.args[0] if isinstance(err, KeyError) and err.args else err
+        if isinstance(err, OSError) and err.strerror and err.filename:
+            msg = f"{err.filename}: {err.strerror}"
         print(f"spikemlp {args.command}: error: {msg}", file=sys.stderr)
         return 2
 

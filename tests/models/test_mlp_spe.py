@@ -411,3 +411,22 @@ def test_memory_saving_false_turns_the_savings_off_with_the_same_results(monkeyp
     torch.testing.assert_close(out_fast, out_saving, rtol=0, atol=0)
     for (n, pa), pb in zip(fast.named_parameters(), saving.parameters()):
         torch.testing.assert_close(pa.grad, pb.grad, rtol=0, atol=0, msg=n)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(T=2.5), r"T \(time steps\) must be an integer, got 2.5"),
+        (dict(T="4"), "T .* must be an integer, got '4'"),
+        (dict(T=True), "T .* must be an integer, got True"),
+        (dict(T=0), r"T \(time steps\) must be at least 1, got 0"),
+        (dict(num_classes=-1), "num_classes must be at least 0, got -1"),
+        (dict(num_classes=10.0), "num_classes must be an integer"),
+    ],
+)
+def test_wrong_time_steps_or_classes_are_refused_not_coerced(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        spikemlp.models.create("mlp_spe_xt_cifar", **kwargs)
+    if "num_classes" in kwargs:
+        with pytest.raises(ValueError, match=match):
+            spikemlp.models.create("mlp_spe_xt_cifar", T=1).reset_classifier(kwargs["num_classes"])

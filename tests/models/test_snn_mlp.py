@@ -202,3 +202,10 @@ def test_reset_classifier_and_features():
     assert model(x).shape == (2, 7)
     assert model.forward_features(x).shape == (2, 384, 2, 2)
     assert model.forward_head(model.forward_features(x), pre_logits=True).shape == (2, 384)
+
+
+def test_negative_or_fractional_num_classes_is_refused():
+    with pytest.raises(ValueError, match="num_classes must be at least 0, got -1"):
+        SNNMLP(depths=(1, 1), num_classes=-1)
+    with pytest.raises(ValueError, match="num_classes must be an integer, got 2.5"):
+        SNNMLP(depths=(1, 1), num_classes=10).reset_classifier(2.5)

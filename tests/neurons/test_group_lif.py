@@ -215,6 +215,8 @@ def test_export_forward_equals_fast_forward(axis, s):
         (dict(group_size=-2), ValueError, "group_size must be an integer >= -1"),
         (dict(group_size=2.0), ValueError, "group_size must be an integer"),
         (dict(axis=4), ValueError, "axis 4 is out of range"),
+        (dict(axis=2.5), ValueError, "axis must be an integer, got 2.5"),
+        (dict(axis=True), ValueError, "axis must be an integer"),
         (dict(tau=torch.ones(2)), ValueError, "tau and v_th are scalars"),
     ],
 )

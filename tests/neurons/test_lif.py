@@ -176,3 +176,12 @@ def test_explicit_triton_on_cpu_says_why():
         RuntimeError, match="'triton' is unavailable: .*runs on CUDA tensors, the input is on cpu"
     ):
         LIF(backend="triton")(torch.randn(2, 3))
+
+
+@pytest.mark.parametrize("tau", [float("nan"), float("inf"), "2", True])
+def test_rejects_tau_that_is_not_a_finite_number(tau):
+    # A NaN tau passed `tau <= 1` and gave all-zero spikes; a string or bool is not a time constant.
+    with pytest.raises(ValueError, match="LIF tau must be"):
+        LIF(tau=tau)
+    with pytest.raises(ValueError, match="LIF v_threshold must be"):
+        LIF(v_threshold=tau)

@@ -18,8 +18,8 @@ from spikemlp.cli import main  # noqa: E402
 _train = trainer.train
 
 
-def _train_and_dump(cfg, run_dir, resume=False):
-    result = _train(cfg, run_dir, resume)
+def _train_and_dump(cfg, run_dir, resume=False, overwrite=False):
+    result = _train(cfg, run_dir, resume, overwrite)
     dump = os.environ.get("SPIKEMLP_TEST_DUMP")
     if dump:
         Path(dump).mkdir(parents=True, exist_ok=True)

@@ -74,7 +74,7 @@ def test_a_crash_between_the_two_renames_falls_back_to_the_old_folder(tmp_path, 
     real_replace = os.replace
 
     def second_rename_dies(src, dst):
-        if Path(src).name == "last.tmp":  # last -> last.old done; last.tmp -> last never happens
+        if Path(src).name.startswith("last.tmp"):  # last -> last.old done; last.tmp-PID -> last never happens
             raise KeyboardInterrupt("killed between renames")
         return real_replace(src, dst)
 

@@ -21,6 +21,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.checkpoint import checkpoint
 
+from .._checks import check_int
 from ..data.info import DATASET_INFO
 from ..layers import (
     AxialTokenMixing,
@@ -159,8 +160,8 @@ class MLPSPE(nn.Module):
         depths = tuple(int(d) for d in depths)
         if not depths or min(depths) < 1:
             raise ValueError(f"depths must be a non-empty list of positive block counts, got {depths}")
-        if int(T) < 1:
-            raise ValueError(f"T (time steps) must be at least 1, got {T}")
+        T = check_int(T, "T (time steps)", 1)
+        num_classes = check_int(num_classes, "num_classes", 0)
         if channel_bn not in CHANNEL_BN_MODES:
             raise ValueError(f"channel_bn must be one of {CHANNEL_BN_MODES}, got {channel_bn!r}")
         if global_pool != "avg":
@@ -182,7 +183,7 @@ class MLPSPE(nn.Module):
                 "(e.g. 78, 96) or spe=False"
             )
 
-        self.T = int(T)
+        self.T = T
         self.in_chans = in_chans
         self.num_classes = num_classes
         self.embed_dim = embed_dim
@@ -267,7 +268,7 @@ class MLPSPE(nn.Module):
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         if global_pool not in (None, "avg"):
             raise ValueError(f"MLP-SPE pools by averaging over the token grid; global_pool={global_pool!r}")
-        self.num_classes = num_classes
+        self.num_classes = num_classes = check_int(num_classes, "num_classes", 0)
         self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
 
     def _check_images(self, images: torch.Tensor) -> None:

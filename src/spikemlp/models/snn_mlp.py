@@ -19,6 +19,7 @@ from timm.layers import DropPath, Mlp, trunc_normal_
 from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
 from torch import nn
 
+from .._checks import check_int
 from ..convert import KeyMismatchError
 from ..convert import snn_mlp as authors_layout
 from ..convert.reader import read_state_dict, state_dict_in
@@ -193,7 +194,7 @@ class SNNMLP(nn.Module):
             )
         self.img_size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
         self.patch_size = patch_size
-        self.num_classes = num_classes
+        self.num_classes = num_classes = check_int(num_classes, "num_classes", 0)
         self.global_pool = global_pool
         self.embed_dim = embed_dim
         self.depths = tuple(depths)
@@ -250,7 +251,7 @@ class SNNMLP(nn.Module):
         return self.head
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        self.num_classes = num_classes
+        self.num_classes = num_classes = check_int(num_classes, "num_classes", 0)
         if global_pool is not None:
             if global_pool not in ("avg", ""):
                 raise ValueError(f"SNN-MLP global_pool must be 'avg' or '', got {global_pool!r}")

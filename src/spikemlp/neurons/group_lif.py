@@ -30,6 +30,8 @@ decisions are therefore the same for a half-precision input as for its float32 c
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
@@ -48,6 +50,8 @@ def _check_args(x: torch.Tensor, axis: int, group_size: int) -> int:
         raise TypeError(f"group_lif expects a floating-point input, got {x.dtype}; convert with x.float()")
     if x.dim() == 0:
         raise ValueError("group_lif needs an input with at least one axis, got a 0-d tensor")
+    if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):  # 2.5 must not become 2
+        raise ValueError(f"group_lif axis must be an integer, got {axis!r}")
     if not -x.dim() <= axis < x.dim():
         raise ValueError(
             f"group_lif axis {axis} is out of range for an input of shape {tuple(x.shape)}; "

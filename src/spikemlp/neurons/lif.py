@@ -12,6 +12,7 @@ import math
 import torch
 from torch import nn
 
+from .._checks import check_real
 from . import surrogate as sg
 from .backends import check_backend_name, run_if, run_lif
 from .spike_storage import mark_binary
@@ -74,9 +75,8 @@ class LIF(nn.Module):
     ) -> None:
         super().__init__()
         check_backend_name(backend)
-        if tau <= 1.0:
-            raise ValueError(f"LIF tau must be greater than 1 (got {tau}); tau = 2 is the usual setting")
-        self.v_threshold = float(v_threshold)
+        tau = check_real(tau, "LIF tau", above=1.0)  # a NaN tau would never spike
+        self.v_threshold = check_real(v_threshold, "LIF v_threshold")
         self.v_reset = None if v_reset is None else float(v_reset)
         self.detach_reset = bool(detach_reset)
         self.surrogate = sg.get(surrogate)

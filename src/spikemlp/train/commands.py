@@ -80,6 +80,7 @@ def register(subparsers) -> None:
     p.add_argument("-c", "--config", help="recipe YAML file (configs/NAME.yaml)")
     p.add_argument("--out", help="run folder for config, metrics, checkpoints and summary")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace the run already in --out (its files)")
     keys = p.add_argument_group("configuration keys (override the recipe; values are read as YAML)")
     helps, defaults = field_help(), TrainConfig()
     for f in dataclasses.fields(TrainConfig):
@@ -140,6 +141,7 @@ def run_train(args: argparse.Namespace) -> int:
     import time
 
     from .config import from_dict, load_config
+    from .resume_checks import check_resume
     from .trainer import read_run_config
 
     started_at = time.time()
@@ -151,10 +153,11 @@ def run_train(args: argparse.Namespace) -> int:
         if args.out and Path(args.out) != Path(args.resume):
             raise ValueError("--resume RUN_DIR writes into RUN_DIR; leave out --out or give the same folder")
         saved = read_run_config(run_dir)
+        check_resume(saved, overrides, run_dir)
         if "model_kwargs" in overrides:
             overrides["model_kwargs"] = {**saved.get("model_kwargs", {}), **overrides["model_kwargs"]}
         cfg = from_dict({**saved, **overrides}, where=f"{run_dir}/config.yaml and the command line")
-        return _launch_or_train(cfg, run_dir, True, args.argv, started_at)
+        return _launch_or_train(cfg, run_dir, True, args.argv, started_at, False)
     if not args.out:
         raise ValueError("say where the run goes: --out RUN_DIR (for example --out runs/my_run)")
     if args.config is None and not overrides:
@@ -165,18 +168,21 @@ def run_train(args: argparse.Namespace) -> int:
         recipe_kwargs = load_yaml(args.config).get("model_kwargs", {}) or {}
         overrides["model_kwargs"] = {**recipe_kwargs, **overrides["model_kwargs"]}
     cfg = load_config(args.config, overrides)
-    return _launch_or_train(cfg, Path(args.out), False, args.argv, started_at)
+    return _launch_or_train(cfg, Path(args.out), False, args.argv, started_at, args.overwrite)
 
 
-def _launch_or_train(cfg, run_dir: Path, resume: bool, argv: list[str], started_at: float) -> int:
-    """Train here, or, with ``processes`` > 1 outside torchrun, check the run once and start the workers."""
+def _launch_or_train(cfg, run_dir: Path, resume: bool, argv: list[str], started_at: float, overwrite) -> int:
+    """Train here, or, with ``processes`` > 1 outside torchrun, check the run once and start the workers
+    (holding the run folder's lock for them)."""
     from .distributed import launched_by_torchrun, run_local_workers
+    from .run_folder import locked
     from .trainer import preflight, train
 
     if cfg.processes > 1 and not launched_by_torchrun():
-        preflight(cfg, run_dir, resume)
-        return run_local_workers(cfg.processes, argv, started_at)
-    train(cfg, run_dir, resume)
+        preflight(cfg, run_dir, resume, overwrite)
+        with locked(run_dir):
+            return run_local_workers(cfg.processes, argv, started_at)
+    train(cfg, run_dir, resume, overwrite)
     return 0
 
 

@@ -20,6 +20,8 @@ from typing import Any
 
 import yaml
 
+from .config_ranges import range_errors
+
 
 class ConfigError(ValueError):
     """A recipe or an override names an unknown key or gives a value of the wrong type."""
@@ -239,21 +241,9 @@ def validate(cfg: TrainConfig) -> None:
             raise ConfigError(
                 f"config key '{key}' must be one of {', '.join(choices)}, got {getattr(cfg, key)!r}"
             )
-    positive = ("batch_size", "processes", "epochs", "accum_steps", "eval_every", "log_every", "repeated_aug")
-    for key in positive:
-        if getattr(cfg, key) < 1:
-            raise ConfigError(f"config key '{key}' must be at least 1, got {getattr(cfg, key)}")
-    if cfg.T is not None and cfg.T < 1:
-        raise ConfigError(f"config key 'T' must be at least 1 (or null for models without time), got {cfg.T}")
-    if cfg.lr <= 0:
-        raise ConfigError(f"config key 'lr' must be positive, got {cfg.lr}")
-    if cfg.time_budget is not None and cfg.time_budget <= 0:
-        raise ConfigError(
-            f"config key 'time_budget' is in minutes and must be positive, got {cfg.time_budget}"
-        )
-    for key in ("scale", "ratio"):
-        if len(getattr(cfg, key)) != 2:
-            raise ConfigError(f"config key '{key}' must be a pair [low, high], got {getattr(cfg, key)}")
+    errors = range_errors(dataclasses.asdict(cfg))
+    if errors:
+        raise ConfigError("; ".join(errors))
 
 
 def to_dict(cfg: TrainConfig) -> dict[str, Any]:

@@ -7,6 +7,7 @@ backend is NCCL when the run uses CUDA and gloo on CPU. Only rank 0 writes logs 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -39,6 +40,10 @@ def pick_device(name: str, local_rank: int = 0) -> torch.device:
         if not torch.cuda.is_available():
             raise ValueError("device 'cuda' was asked for but PyTorch sees no CUDA GPU; use --device cpu")
         return torch.device("cuda", local_rank)
+    if not re.fullmatch(r"cpu|cuda:\d+", name):
+        raise ValueError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N")
+    if name.startswith("cuda") and int(name[5:]) >= torch.cuda.device_count():
+        raise ValueError(f"device {name!r}: PyTorch sees {torch.cuda.device_count()} CUDA GPU(s)")
     return torch.device(name)
 
 

@@ -20,6 +20,7 @@ from torch import nn
 from .. import checkpoint as ckpt
 from .config import TrainConfig
 from .distributed import all_reduce_sum, broadcast_float
+from .non_finite import NonFiniteInputError, SkippedSteps, batch_is_bad, gradients_finite
 from .run_state import restore_rng
 
 
@@ -81,6 +82,7 @@ class EpochRunner:
         amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
         on_cuda = amp is not None and info.device.type == "cuda"  # amp applies to CUDA only
         self.autocast = torch.autocast("cuda", dtype=amp) if on_cuda else contextlib.nullcontext()
+        self.skipped = SkippedSteps()
 
     def run(self) -> EpochStats:
         """Train from the state's position (``epoch``, ``micro``) to the end of the epoch, the end of
@@ -130,6 +132,7 @@ class EpochRunner:
     def _forward_backward(self, images, labels, use_mixup: bool, step_loss, stats: EpochStats):
         state, info, device = self.state, self.info, self.info.device
         images = images.to(device, dtype=self.dtype, non_blocking=True)
+        bad_pixels = batch_is_bad(images)
         labels = labels.to(device, non_blocking=True)
         hard = labels
         if use_mixup:
@@ -142,8 +145,11 @@ class EpochRunner:
             with self.autocast:
                 logits = state.train_model(images)
                 loss = step_loss(logits.float(), labels)
-            bad = torch.tensor([0.0 if torch.isfinite(loss.detach()) else 1.0], device=device)
-            if all_reduce_sum(bad, info).item() > 0:
+            bad = torch.stack([(~torch.isfinite(loss.detach())).float(), bad_pixels])
+            bad_loss, bad_batch = all_reduce_sum(bad, info).tolist()  # every rank stops together
+            if bad_batch > 0:
+                raise self._non_finite(None)
+            if bad_loss > 0:
                 raise self._non_finite(loss)
             state.scaler.scale(loss / self.cfg.accum_steps).backward()
         n, correct = len(hard), float((logits.detach().argmax(1) == hard).sum())
@@ -151,13 +157,22 @@ class EpochRunner:
         stats.images += n
         return loss
 
-    def _non_finite(self, loss: torch.Tensor) -> NonFiniteLossError:
+    def _non_finite(self, loss: torch.Tensor | None) -> ValueError:
+        """The error for a non-finite loss, or (``loss`` None) for NaN or infinite pixels in the batch."""
         state = self.state
+        where = f"at step {state.global_step + 1} (epoch {state.epoch + 1}, batch {state.micro + 1})"
+        stopped = (
+            f"training stopped before that step changed the weights and {_kept_checkpoint(self.run_dir)}"
+        )
+        if loss is None:
+            return NonFiniteInputError(
+                f"training batch {state.micro + 1} of epoch {state.epoch + 1} holds NaN or infinite pixels "
+                f"(step {state.global_step + 1}); {stopped}. The data set has non-finite values: check or "
+                "rebuild it (spikemlp data check)."
+            )
         return NonFiniteLossError(
-            f"loss became {loss.item()} at step {state.global_step + 1} (epoch {state.epoch + 1}, "
-            f"batch {state.micro + 1}); training stopped before that step changed the weights and "
-            f"{_kept_checkpoint(self.run_dir)}. Lower lr, add warm-up (warmup_epochs) or clip gradients "
-            "(clip_grad), then --resume or start again."
+            f"loss became {loss.item()} {where}; {stopped}. Lower lr, add warm-up (warmup_epochs) or clip "
+            "gradients (clip_grad), then --resume or start again."
         )
 
     def _optimizer_step(self) -> None:
@@ -168,13 +183,20 @@ class EpochRunner:
         if cfg.clip_grad is not None:
             state.scaler.unscale_(state.optimizer)
             torch.nn.utils.clip_grad_norm_(state.model.parameters(), cfg.clip_grad)
-        state.scaler.step(state.optimizer)
+        # fp16's scaler skips non-finite steps itself (and adjusts its scale); otherwise skip them here
+        finite = state.scaler.is_enabled() or gradients_finite(state.model.parameters())
+        if finite:
+            state.scaler.step(state.optimizer)
         state.scaler.update()
         state.optimizer.zero_grad(set_to_none=True)
         state.global_step += 1
         state.scheduler.step_update(num_updates=state.clock(state.global_step))
-        if state.ema is not None:
+        if state.ema is not None and finite:
             state.ema.update(state.model, step=state.global_step)
+        kept = lambda: _kept_checkpoint(self.run_dir)  # noqa: E731
+        note = self.skipped.record(finite, state.global_step, state.epoch + 1, kept)
+        if note:
+            self.log.print(note)
 
     def _after_step(self, loss: torch.Tensor, stats: EpochStats, bar, t_epoch: float) -> None:
         """Progress, TensorBoard, the mid-epoch checkpoint and the time budget, after an optimizer step."""

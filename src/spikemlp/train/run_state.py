@@ -85,10 +85,15 @@ class RunState:
             | {"mid_epoch": self.micro > 0},
         )
 
-    def restore(self, folder: Path, rank: int) -> tuple[int, float]:
+    def restore(self, folder: Path, rank: int, world_size: int = 1) -> tuple[int, float]:
         """Load the checkpoint in ``folder``; returns (the total steps it had planned, the seconds the run
         had taken)."""
         state = ckpt.load_state(folder)
+        if len(state["rng"]) != world_size:  # checked before anything is loaded
+            raise ckpt.CheckpointError(
+                f"{folder} was written by a run with {len(state['rng'])} process(es), this one has "
+                f"{world_size}: resume with the same number of processes (the global batch would change)"
+            )
         weights, _ = ckpt.load_weights(folder)
         self.model.load_state_dict(weights)
         self.optimizer.load_state_dict(state["optimizer"])
@@ -103,11 +108,6 @@ class RunState:
         self.epoch, self.micro, self.global_step = int(c["epoch"]), int(c["micro"]), int(c["global_step"])
         self.best_top1, self.best_epoch = float(c["best_top1"]), int(c["best_epoch"])
         self.partial = {k: float(v) for k, v in state["partial"].items()}
-        if rank >= len(state["rng"]):
-            raise ckpt.CheckpointError(
-                f"{folder} was written by a run with {len(state['rng'])} processes; resume with the same "
-                "number of processes"
-            )
         self.rng = state["rng"][rank]
         return int(c["total_steps"]), float(c["elapsed_seconds"])
 

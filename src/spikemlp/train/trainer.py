@@ -25,7 +25,9 @@ from torch import nn
 from .. import checkpoint as ckpt
 from .. import models
 from ..data import loaders
+from . import run_folder
 from .config import TrainConfig, from_dict, load_yaml, save_config, to_dict
+from .data_checks import check_labels_fit
 from .distributed import (
     DistInfo,
     all_reduce_sum,
@@ -63,34 +65,33 @@ def model_from_checkpoint(
     return model, from_dict(config, where=f"the metadata of {path}"), meta
 
 
-def _check_run_dir(run_dir: Path, resume: bool) -> None:
-    if not resume and ((run_dir / "last").exists() or (run_dir / "last.old").exists()):
-        raise ValueError(
-            f"{run_dir} already holds a training run; continue it with --resume {run_dir}, or choose "
-            "another --out"
-        )
-
-
-def preflight(cfg: TrainConfig, run_dir: str | Path, resume: bool = False) -> None:
+def preflight(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, overwrite: bool = False) -> None:
     """The checks that stop a run before it starts (run folder, data set, model), made once before
     ``spikemlp train`` starts worker processes: one clear error instead of one per worker."""
-    _check_run_dir(Path(run_dir), resume)
+    run_folder.check_reuse(Path(run_dir), resume, overwrite)
     facts = loaders.facts(cfg.data, cfg.img_size)
     loaders.check_available(cfg.data, cfg.data_dir)
     build_model(cfg, cfg.num_classes or facts.num_classes)
 
 
-def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False) -> TrainResult:
-    """Train ``cfg`` into ``run_dir`` (continuing from ``run_dir/last`` when ``resume``)."""
+def train(
+    cfg: TrainConfig, run_dir: str | Path, resume: bool = False, overwrite: bool = False
+) -> TrainResult:
+    """Train ``cfg`` into ``run_dir`` (continuing from ``run_dir/last`` when ``resume``; replacing an earlier
+    run's files when ``overwrite``), holding the folder's lock (:mod:`.run_folder`) throughout."""
     run_dir = Path(run_dir)
-    _check_run_dir(run_dir, resume)
-    info = setup(cfg.device)
-    deterministic_before = torch.are_deterministic_algorithms_enabled()
-    try:
-        return _Run(cfg, run_dir, resume, info).run()
-    finally:
-        torch.use_deterministic_algorithms(deterministic_before)
-        cleanup(info)
+    with run_folder.locked(run_dir):
+        if int(os.environ.get("RANK", "0")) == 0:  # the writer; other ranks could see its first files
+            run_folder.check_reuse(run_dir, resume, overwrite)
+            if overwrite and not resume:
+                run_folder.clear(run_dir)
+        info = setup(cfg.device)
+        deterministic_before = torch.are_deterministic_algorithms_enabled()
+        try:
+            return _Run(cfg, run_dir, resume, info).run()
+        finally:
+            torch.use_deterministic_algorithms(deterministic_before)
+            cleanup(info)
 
 
 @dataclass
@@ -113,6 +114,8 @@ def _read_data(cfg: TrainConfig, info: DistInfo) -> _Data:
     train_split = loaders.load(cfg.data, "train", cfg.data_dir, cfg.synthetic_size, cfg.img_size)
     test_split = loaders.load(cfg.data, "test", cfg.data_dir, cfg.synthetic_size, cfg.img_size)
     num_classes = cfg.num_classes or facts.num_classes
+    for split, name in ((train_split, "train"), (test_split, "test")):
+        check_labels_fit(split, num_classes, f"{cfg.data} {name}")
     pipeline = loaders.choose_pipeline(
         cfg.pipeline, train_split, facts.image_size, cfg.img_size, cfg.auto_augment
     )
@@ -154,7 +157,7 @@ class _Run:
         self.state = build_state(cfg, info, d.num_classes, max_steps, round(cfg.warmup_epochs * upe))
         planned, elapsed_before = max_steps, 0.0
         if resume:
-            planned, elapsed_before = self.state.restore(run_dir / "last", info.rank)
+            planned, elapsed_before = self.state.restore(run_dir / "last", info.rank, info.world_size)
         self.budget = TimeBudget(
             cfg.time_budget,
             max_steps=max_steps,
@@ -169,9 +172,11 @@ class _Run:
         replanned = self.budget.resumed_total(planned, self.state.global_step)
         if replanned != planned:  # resumed with a new --epochs: the rest of the schedule stretches or shrinks
             self.state.replan(replanned)
-        if info.is_main:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            save_config(cfg, run_dir / "config.yaml")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        # a resume rewrites config.yaml with its first checkpoint: a resume that fails leaves the record
+        self.config_pending = info.is_main
+        if not resume:
+            self._save_config()
         self.log = RunLog(run_dir, info.is_main, self.state.epoch, progress=cfg.progress)
         self._announce(resume)
         self.model_meta = ckpt.model_metadata(to_dict(cfg), d.num_classes, d.classes)
@@ -209,9 +214,15 @@ class _Run:
             module, d.test_loader, d.num_classes, info.device, info, e.autocast, e.dtype, self.cfg.tta
         )
 
+    def _save_config(self) -> None:
+        if self.config_pending:
+            save_config(self.cfg, self.run_dir / "config.yaml")
+            self.config_pending = False
+
     def save_last(self) -> None:
         t_save = time.perf_counter()
         self.state.save_last(self.run_dir / "last", self.model_meta, self.info, self.budget.elapsed())
+        self._save_config()
         self.budget.saved(time.perf_counter() - t_save)  # the time budget keeps room for the last ones
 
     def run(self) -> TrainResult:

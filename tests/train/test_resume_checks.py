@@ -1,0 +1,75 @@
+"""Resume validates before it writes: a failed ``--resume`` leaves ``config.yaml`` as it was, and a change of
+process count, or of the batch in the middle of an epoch, is one line naming what differs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import train_tiny_models  # noqa: F401  (registers train_tiny_snn)
+
+from spikemlp import checkpoint as ckpt
+from spikemlp.cli import main as cli_main
+from spikemlp.train import NonFiniteLossError, train
+from spikemlp.train.config import from_dict
+
+TINY = dict(
+    model="train_tiny_snn", T=2, img_size=8, data="synthetic", synthetic_size=128, batch_size=16, epochs=2,
+    opt="adamw", lr=0.02, threads=1, progress=False, crop_padding=0, checkpoint_every_steps=2,
+)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def mid_epoch_run(tmp_path_factory):
+    """A run stopped in its first epoch (a NaN loss at step 4) with a mid-epoch checkpoint at step 2."""
+    run = tmp_path_factory.mktemp("runs") / "run"
+    with pytest.raises(NonFiniteLossError):
+        train(from_dict({**TINY, "model_kwargs": {"nan_after": 3}}), run)
+    assert ckpt.load_meta(run / "last")["mid_epoch"]
+    return run
+
+
+def refused(capsys, argv, lines: int = 1) -> str:
+    assert cli_main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == lines and "Traceback" not in err, err
+    return err
+
+
+def test_a_failed_resume_leaves_config_yaml_unchanged(mid_epoch_run, tmp_path, capsys):
+    before = (mid_epoch_run / "config.yaml").read_bytes()
+    argv = ["train", "--resume", str(mid_epoch_run), "--data", "cifar10", "--data-dir", str(tmp_path)]
+    assert "cifar10 not found" in refused(capsys, argv, lines=3)  # the data layer's message: where it looked
+    # a resume that fails after it has started (its first step's loss is NaN), before its first checkpoint
+    argv = ["train", "--resume", str(mid_epoch_run), "--model_kwargs.nan_after", "1"]
+    assert "loss became nan at step 4" in refused(capsys, argv)
+    assert (mid_epoch_run / "config.yaml").read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--processes", "2"], "was trained with processes 1; resuming with 2 .*resume with --processes 1"),
+        (["--batch-size", "8"], "in the middle of an epoch, counted in batches of batch_size 16.*not 8"),
+        (["--accum-steps", "2"], "counted in batches of accum_steps 1"),
+    ],
+)
+def test_what_a_resume_cannot_change_is_one_line(mid_epoch_run, capsys, extra, message):
+    before = (mid_epoch_run / "config.yaml").read_bytes()
+    assert __import__("re").search(
+        message, refused(capsys, ["train", "--resume", str(mid_epoch_run), *extra])
+    )
+    assert (mid_epoch_run / "config.yaml").read_bytes() == before
+
+
+def test_a_checkpoint_of_two_processes_is_not_resumed_by_one(mid_epoch_run, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(mid_epoch_run, run)
+    state = ckpt.load_state(run / "last")
+    state["rng"] = state["rng"] * 2  # as a 2-process run writes it: one set of random streams per rank
+    torch.save(state, run / "last" / ckpt.STATE_FILE)
+    before = (run / "config.yaml").read_bytes()
+    err = refused(capsys, ["train", "--resume", str(run)])
+    assert "written by a run with 2 process(es), this one has 1" in err
+    assert (run / "config.yaml").read_bytes() == before

@@ -2,8 +2,12 @@
 gradient accumulation, mixing, clipping and the LIF freeze, EMA updates, mid-epoch checkpoints and the
 time budget's checks after every step.
 
-A non-finite loss stops the run before the bad step touches the weights (every rank agrees on it first);
-``last`` stays the last good checkpoint.
+The loop does not wait for the device between steps: the loss and accuracy sums stay on the device, and
+the host reads them at the read points only (every ``log_every`` optimizer steps, before a mid-epoch
+checkpoint and at the end of the epoch). A non-finite loss is remembered on the device (its step, batch
+and value) and noticed at the next read point, where every rank agrees on it and the run stops: the
+steps since the last read point may have changed the weights, but no checkpoint is written after a
+non-finite loss, so ``last`` stays the last good checkpoint.
 """
 
 from __future__ import annotations
@@ -108,7 +112,9 @@ class EpochRunner:
             restore_rng(state.rng)
             state.rng = None
         p = state.partial
-        sums = torch.tensor([p["loss"], p["correct"], p["seen"]], dtype=torch.float64)
+        device = self.info.device
+        sums = torch.tensor([p["loss"], p["correct"], p["seen"]], dtype=torch.float64, device=device)
+        self._bad = torch.tensor([-1.0, 0.0], dtype=torch.float64, device=device)  # see _watch
         use_mixup = self.mixup_fn is not None and (
             cfg.mixup_off_epoch == 0 or state.epoch < cfg.mixup_off_epoch
         )
@@ -129,6 +135,7 @@ class EpochRunner:
                 self._after_step(loss, stats, bar, t_epoch)
                 if state.global_step >= state.total_steps or self._epoch_over() or stats.stopped:
                     break
+            self._read(stats, bar, t_epoch)
         finally:
             if bar is not None:
                 bar.close()
@@ -157,28 +164,50 @@ class EpochRunner:
             with self.autocast:
                 logits = state.train_model(images)
                 loss = step_loss(logits.float(), labels)
-            bad = torch.tensor([0.0 if torch.isfinite(loss.detach()) else 1.0], device=device)
-            if all_reduce_sum(bad, info).item() > 0:
-                raise self._non_finite(loss)
+            self._watch(loss)
             state.scaler.scale(loss / self.cfg.accum_steps).backward()
-        with torch.no_grad():
-            stats.sums += torch.stack(
-                [
-                    loss.detach().double().cpu() * len(hard),
-                    (logits.detach().argmax(1) == hard).sum().double().cpu(),
-                    torch.tensor(float(len(hard)), dtype=torch.float64),
-                ]
-            )
+        with torch.no_grad():  # on the device: read at the read points
+            correct = (logits.detach().argmax(1) == hard).sum().double()
+            stats.sums[:2] += torch.stack([loss.detach().double() * len(hard), correct])
+            stats.sums[2] += len(hard)
         stats.images += len(hard)
         return loss
 
-    def _non_finite(self, loss: torch.Tensor) -> NonFiniteLossError:
+    def _watch(self, loss: torch.Tensor) -> None:
+        """Keep the first non-finite loss of the epoch on the device: [step * 2^24 + batch index, loss]
+        (exact in float64), [-1, 0] while every loss is finite. No host synchronisation."""
+        loss = loss.detach().double().reshape(1)
+        first = ~torch.isfinite(loss) & (self._bad[:1] < 0)
+        code = float((self.state.global_step + 1) * 2**24 + self.state.micro)
+        self._bad = torch.where(first, torch.cat([loss.new_full((1,), code), loss]), self._bad)
+
+    def _read(self, stats: EpochStats, bar, t_epoch: float) -> list[float]:
+        """A read point: the host waits for the device once, stops the run if a loss on any rank was
+        non-finite, and updates the progress bar; this rank's sums (loss x images, correct, images)."""
+        bad = all_reduce_sum((self._bad[:1] >= 0).double(), self.info)
+        *sums, any_bad, code, value = torch.cat([stats.sums, bad, self._bad]).tolist()
+        if any_bad > 0:
+            raise self._non_finite(code, value)
+        if bar is not None:
+            dt = time.perf_counter() - t_epoch
+            bar.set_postfix(
+                loss=f"{sums[0] / sums[2]:.3f}",
+                acc=f"{100 * sums[1] / sums[2]:.1f}%",
+                img_s=f"{stats.images * self.info.world_size / max(dt, 1e-9):.0f}",
+                refresh=False,
+            )
+        return sums
+
+    def _non_finite(self, code: float, value: float) -> NonFiniteLossError:
         state = self.state
+        step, batch = divmod(int(code), 2**24)
+        where = f"{value} at step {step} (epoch {state.epoch + 1}, batch {batch + 1})"
+        if code < 0:
+            where = f"non-finite on another process by step {state.global_step}"
         return NonFiniteLossError(
-            f"loss became {loss.item()} at step {state.global_step + 1} (epoch {state.epoch + 1}, "
-            f"batch {state.micro + 1}); training stopped before that step changed the weights and "
-            f"{_kept_checkpoint(self.run_dir)}. Lower lr, add warm-up (warmup_epochs) or clip gradients "
-            "(clip_grad), then --resume or start again."
+            f"loss became {where}; training stopped at step {state.global_step}, before any checkpoint "
+            f"held weights after it, and {_kept_checkpoint(self.run_dir)}. Lower lr, add warm-up "
+            "(warmup_epochs) or clip gradients (clip_grad), then --resume or start again."
         )
 
     def _optimizer_step(self) -> None:
@@ -199,22 +228,17 @@ class EpochRunner:
 
     def _after_step(self, loss: torch.Tensor, stats: EpochStats, bar, t_epoch: float) -> None:
         """Progress, TensorBoard, the mid-epoch checkpoint and the time budget, after an optimizer step."""
-        state, cfg, sums = self.state, self.cfg, stats.sums
+        state, cfg = self.state, self.cfg
         if bar is not None:
-            dt = time.perf_counter() - t_epoch
-            bar.set_postfix(
-                loss=f"{sums[0] / sums[2]:.3f}",
-                acc=f"{100 * sums[1] / sums[2]:.1f}%",
-                img_s=f"{stats.images * self.info.world_size / max(dt, 1e-9):.0f}",
-                refresh=False,
-            )
             bar.update(state.micro - bar.n)
         if state.global_step % cfg.log_every == 0:
+            self._read(stats, bar, t_epoch)
             lr = state.optimizer.param_groups[0]["lr"]
             self.log.scalars(state.global_step, **{"train/loss": float(loss.detach()), "train/lr": lr})
         every = cfg.checkpoint_every_steps
         if every and state.global_step % every == 0 and not self._epoch_over():
-            state.partial = {"loss": float(sums[0]), "correct": float(sums[1]), "seen": float(sums[2])}
+            sums = self._read(stats, bar, t_epoch)  # (also the non-finite check before the checkpoint)
+            state.partial = {"loss": sums[0], "correct": sums[1], "seen": sums[2]}
             self.save_last()
         fitted = self.budget.after_step(state.global_step, self._epoch_over())
         if fitted is not None:

@@ -262,6 +262,7 @@ TRITON_CHECK = textwrap.dedent(
             (2, 2.0, 1.0, -0.2, False, sg.StraightThrough(), False),
             (0, None, 1.0, 0.0, True, sg.Sigmoid(), False),
             (1, 3.0, 1.0, 0.0, True, sg.Sigmoid(), True),
+            (1, 1.7, 1.0, 0.0, True, sg.Sigmoid(), True),  # a learnable tau not exact in bf16/fp16
         ]
     ]
     for mode, tau, vth, vr, det, sgt, dtype, learn in cases:
@@ -293,7 +294,7 @@ TRITON_CHECK = textwrap.dedent(
 
 
 def check_triton_results(results: list[dict]) -> None:
-    assert len(results) == 18
+    assert len(results) == 21
     for r in results:
         assert r["spikes"] and r["membrane"], r
         assert r["grad_err"] < (1e-5 if r["fp32"] else 3e-2), r
@@ -310,6 +311,7 @@ def run_triton_check(device: str, extra_env: dict) -> list[dict]:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.interpret
 def test_triton_kernels_match_reference_in_interpreter():
     # The kernels' logic (charge, rounding, reset, backward, tau gradient) on CPU tensors, with the CPU's
     # arithmetic constants: runs anywhere triton is installed, no GPU needed.

@@ -249,3 +249,28 @@ def test_cuda_equals_cpu(dtype):
     torch.testing.assert_close(gxc, gx)
     torch.testing.assert_close(gtc, gt, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(gvc, gv, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("axis, s", [(2, 4), (3, 4), (3, 0), (2, 1)])
+def test_triton_operator_on_cuda_equals_the_reference_on_cuda(dtype, axis, s):
+    # The same arithmetic on the same device: the forward bit for bit, the gradients close.
+    x = (0.5 * torch.randn(2, 8, 15, 13)).to(dtype).cuda()
+    g = torch.randn(x.shape).to(dtype).cuda()
+    outs = []
+    for fn in (group_lif, group_lif_reference):
+        xi = x.clone().requires_grad_()
+        tau, v_th = (
+            torch.tensor([0.37], device="cuda", requires_grad=True),
+            torch.tensor([0.05], device="cuda"),
+        )
+        v_th.requires_grad_()
+        y = fn(xi, tau, v_th, axis, s)
+        y.backward(g)
+        outs.append((y.detach(), xi.grad, tau.grad if s != 1 else torch.zeros(1, device="cuda"), v_th.grad))
+    (y, gx, gt, gv), (y_ref, gx_ref, gt_ref, gv_ref) = outs
+    assert torch.equal(y, y_ref)
+    torch.testing.assert_close(gx, gx_ref)
+    torch.testing.assert_close(gt, gt_ref, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(gv, gv_ref, rtol=1e-4, atol=1e-4)

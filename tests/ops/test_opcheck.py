@@ -106,3 +106,42 @@ def test_spike_matmul_operator_computes_the_product():
     want = (x @ wt[:, :7] + bias[:7]) * scale + shift
     assert torch.equal(table, grouped_sums(wt))
     torch.testing.assert_close(torch.ops.spikemlp.spike_matmul(*args), want, rtol=1e-12, atol=1e-12)
+
+
+# SNN-MLP's group LIF: the H and W axes, a group of one, one group of the whole axis, a pass-through tail.
+GROUP_LIF = [(2, 4), (3, 0), (3, 1), (2, 3)]
+
+
+def _group_lif_args(dtype, axis, group_size, grad: bool):
+    x = _x(dtype, (2, 3, 7, 9)) * 0.3
+    tau, v_th = torch.tensor([0.37], dtype=dtype), torch.tensor([0.05], dtype=dtype)
+    return [t.requires_grad_(grad) for t in (x, tau, v_th)] + [axis, group_size]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("axis,group_size", GROUP_LIF)
+def test_group_lif_forward(dtype, axis, group_size):
+    args = _group_lif_args(dtype, axis, group_size, grad=True)
+    torch.library.opcheck(torch.ops.spikemlp.group_lif_forward.default, tuple(args))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("axis,group_size", GROUP_LIF)
+def test_group_lif_backward(dtype, axis, group_size):
+    x, tau, v_th, *rest = _group_lif_args(dtype, axis, group_size, grad=False)
+    g = torch.randn(x.shape, generator=torch.Generator().manual_seed(1), dtype=dtype)
+    torch.library.opcheck(torch.ops.spikemlp.group_lif_backward.default, (x, g, tau, v_th, *rest))
+
+
+def test_group_lif_operators_compute_the_reference():
+    # opcheck compares the operators with themselves; this pins what they compute.
+    from spikemlp.neurons.group_lif import group_lif_reference
+
+    x, tau, v_th, axis, s = _group_lif_args(torch.float64, 3, 4, grad=True)
+    y = torch.ops.spikemlp.group_lif_forward(x, tau, v_th, axis, s)
+    g = torch.randn(x.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    grads = torch.autograd.grad(y, (x, tau, v_th), g)
+    y_ref = group_lif_reference(x, tau, v_th, axis, s)
+    assert torch.equal(y, y_ref)
+    for got, want in zip(grads, torch.autograd.grad(y_ref, (x, tau, v_th), g)):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)

@@ -48,3 +48,21 @@ def test_spike_matmul_rejects_wrong_devices_and_shapes():
         sm.spike_matmul([x.half()], w.half(), None, sm.PackedWeight(), True, True)
     with pytest.raises(ValueError, match="images are not T = 0 steps"):
         sm.spike_matmul([x], w, None, sm.PackedWeight(), True, True, neuron=(0, LIF()))
+
+
+def test_group_lif_kernel_is_for_cuda_tensors_only(monkeypatch):
+    # The CPU (and any other device) keeps the PyTorch scans of ops.group_lif.
+    monkeypatch.setattr(select, "_triton_reason", lambda: None)
+    assert not select.group_lif_kernel_ready(torch.zeros(2, 3))
+    assert not select.group_lif_kernel_ready(torch.zeros(2, 3, device="meta"))
+
+
+@pytest.mark.cuda
+def test_group_lif_kernel_runs_for_cuda_float32_and_half():
+    for dtype, ready in (
+        (torch.float32, True),
+        (torch.bfloat16, True),
+        (torch.float16, True),
+        (torch.float64, False),
+    ):
+        assert select.group_lif_kernel_ready(torch.zeros(2, 3, device="cuda", dtype=dtype)) == ready

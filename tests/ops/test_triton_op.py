@@ -11,6 +11,8 @@ import textwrap
 
 import pytest
 
+pytestmark = pytest.mark.interpret
+
 CHECK = textwrap.dedent(
     """
     import json, torch
@@ -39,13 +41,58 @@ CHECK = textwrap.dedent(
 )
 
 
-def test_cuda_implementation_matches_the_cpu_operator_in_the_interpreter():
+@pytest.fixture(scope="module")
+def interpreted() -> list:
+    """The JSON lines of CHECK and TAU_CHECK, run in one interpreter process (one import of torch)."""
     pytest.importorskip("triton")
     env = dict(os.environ, TRITON_INTERPRET="1")
-    done = subprocess.run([sys.executable, "-c", CHECK], capture_output=True, text=True, env=env, timeout=300)
+    code = CHECK + TAU_CHECK
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    results = json.loads(done.stdout.strip().splitlines()[-1])
+    return [json.loads(line) for line in done.stdout.strip().splitlines()[-2:]]
+
+
+def test_cuda_implementation_matches_the_cpu_operator_in_the_interpreter(interpreted):
+    results = interpreted[0]
     assert len(results) == 6
     for r in results:
         assert r["spikes"] and r["membrane"] and r["charge_kept"] and r["spiking"], r
         assert r["grad_err"] < 1e-5 and r["tau_err"] < 1e-3, r
+
+
+# A learnable tau of 1.7 (not exact in bf16/fp16) with CUDA's arithmetic: ATen casts the float32 tensor tau
+# to the input's dtype before dividing, so on CUDA the reference divides by bf16(1.7) = 1.703125. The
+# kernel run with CUDA's constants must give the spikes and membrane of the reference with that tau (on
+# the CPU, which reads a 0-dim tensor as its float32 number, the reference with the rounded tau).
+TAU_CHECK = textwrap.dedent(
+    """
+    import json, torch
+    from spikemlp.neurons import surrogate as sg
+    from spikemlp.neurons.neuron_spec import NeuronSpec
+    from spikemlp.neurons.reference import lif_reference
+    from spikemlp.ops import triton_lif
+
+    results = []
+    spec = NeuronSpec(1, 1.0, 0.0, True, sg.Sigmoid())
+    tau = torch.tensor(1.7)
+    for dtype in (torch.bfloat16, torch.float16):
+        x = (torch.randn(4, 2048, generator=torch.Generator().manual_seed(0)) * 1.5 + 0.6).to(dtype)
+        c = triton_lif._constants(x, tau, spec, "cuda")
+        s, _, v = triton_lif._forward(x, c, spec, False, True)
+        _, _, v_fp32_tau = triton_lif._forward(x, dict(c, tau=1.7, tau_value=1.7), spec, False, True)
+        want_s, want_v = lif_reference(x, tau.to(dtype), 1.0, 0.0, True, True, sg.Sigmoid(), True)
+        _, plain_v = lif_reference(x, tau, 1.0, 0.0, True, True, sg.Sigmoid(), True)
+        results.append(dict(dtype=str(dtype), equal=torch.equal(s, want_s) and torch.equal(v, want_v),
+                            fp32_tau_differs=not torch.equal(v_fp32_tau, want_v),
+                            rounding_matters=int((plain_v != want_v).sum())))
+    print(json.dumps(results))
+    """
+)
+
+
+def test_learnable_tau_in_half_precision_is_rounded_as_cuda_rounds_it(interpreted):
+    results = interpreted[1]
+    assert len(results) == 2
+    for r in results:
+        assert r["equal"], r
+        assert r["fp32_tau_differs"] and r["rounding_matters"] > 0, r  # the case can see the rounding

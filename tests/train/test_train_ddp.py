@@ -39,6 +39,7 @@ RECIPE = dict(
     sync_bn=True,
     dtype="float64",
     threads=1,
+    device="cpu",  # gloo on the CPU on any machine
     progress=False,
 )
 
@@ -117,7 +118,8 @@ def test_the_processes_key_starts_the_data_parallel_workers_itself(tmp_path):
     assert done.stdout.count("spikemlp train:") == 1  # rank 0 alone logs
     # the run's own evaluation (both ranks, half the test set each) is that of its checkpoint: the ranks
     # evaluate with rank 0's BatchNorm statistics, which the checkpoint holds
-    assert cli_main(["eval", "--checkpoint", str(run / "last"), "--json", str(tmp_path / "eval.json")]) == 0
+    evaluation = ["eval", "--checkpoint", str(run / "last"), "--device", "cpu"]
+    assert cli_main([*evaluation, "--json", str(tmp_path / "eval.json")]) == 0
     checkpoint_eval = json.loads((tmp_path / "eval.json").read_text())
     assert checkpoint_eval["loss"] == pytest.approx(summary["test_loss"], rel=1e-6)
     # processes: 1 on the command line keeps it in one process

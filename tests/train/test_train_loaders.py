@@ -130,6 +130,7 @@ def test_tiny_imagenet_trains_through_the_timm_pipeline(shared_data, tmp_path):
             "epochs": 1,
             "max_steps_per_epoch": 2,
             "threads": 1,
+            "device": "cpu",
             "progress": False,
             "opt": "adamw",
             "lr": 1e-3,

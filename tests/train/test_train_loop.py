@@ -36,9 +36,11 @@ TINY = dict(
     lr=0.02,
     weight_decay=0.0,
     threads=1,
+    device="cpu",  # CPU tests on any machine
     progress=False,
     crop_padding=0,
 )
+ON_CPU = ["--data", "synthetic", "--device", "cpu"]  # for `spikemlp eval`
 
 
 def tiny(**overrides):
@@ -93,7 +95,7 @@ def _best_model_and_test_images_by_hand(cfg, run):
 def test_eval_command_matches_an_independent_evaluation(trained_run, tmp_path, capsys):
     cfg, run, _ = trained_run
     out_json = tmp_path / "eval.json"
-    assert cli_main(["eval", "--checkpoint", str(run), "--data", "synthetic", "--json", str(out_json)]) == 0
+    assert cli_main(["eval", "--checkpoint", str(run), *ON_CPU, "--json", str(out_json)]) == 0
     printed = capsys.readouterr().out
     reported = json.loads(out_json.read_text())
     # independent evaluation: rebuild the model by hand, normalise by hand, count by hand
@@ -119,8 +121,7 @@ def test_eval_with_flip_tta_averages_the_logits_of_the_image_and_its_mirror(trai
         "eval",
         "--checkpoint",
         str(run),
-        "--data",
-        "synthetic",
+        *ON_CPU,
         "--tta",
         "hflip",
         "--json",
@@ -287,6 +288,27 @@ def test_a_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp
     assert all(torch.isfinite(v).all() for v in weights.values() if v.is_floating_point())
 
 
+def test_a_non_finite_loss_between_read_points_is_caught_at_the_next_one(tmp_path, monkeypatch):
+    # The host reads the loss sums every log_every steps, before checkpoints and at the epoch's end only
+    # (no wait for the device in between); a NaN in between stops the run at the next read point, here
+    # the end of the first epoch (8 steps), before its checkpoint.
+    from spikemlp.train.epoch import EpochRunner
+
+    reads = []
+    read = EpochRunner._read
+    monkeypatch.setattr(
+        EpochRunner, "_read", lambda self, *a: reads.append(self.state.global_step) or read(self, *a)
+    )
+    with pytest.raises(
+        NonFiniteLossError,
+        match=r"loss became nan at step 6 \(epoch 1, batch 6\); training stopped at step 8.*"
+        "no checkpoint was written yet",
+    ):
+        train(tiny(model_kwargs={"nan_after": 5}, log_every=5, epochs=3), tmp_path / "run")
+    assert reads == [5, 8]  # log_every, then the end of the epoch
+    assert not (tmp_path / "run" / "last").exists()
+
+
 def test_time_budget_fits_the_schedule_and_ends_in_time(tmp_path):
     run = tmp_path / "run"
     budget_min = 0.12  # 7.2 s
@@ -339,7 +361,7 @@ def test_worker_processes_are_not_started_for_a_run_that_cannot_start(tmp_path, 
     monkeypatch.setattr(distributed, "run_local_workers", no_workers)
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     args = ["train", "--out", str(tmp_path / "run"), "--model", "train_tiny_snm", "--data", "synthetic"]
-    assert cli_main([*args, "--processes", "2"]) == 2
+    assert cli_main([*args, "--processes", "2", "--device", "cpu"]) == 2
     assert "unknown model 'train_tiny_snm'" in capsys.readouterr().err
 
 
@@ -374,7 +396,7 @@ def test_eval_with_spike_kernels_gives_the_dense_results(tmp_path, trained_run, 
     reports = []
     for extra in ([], ["--spike-kernels"]):
         out = tmp_path / f"eval{len(extra)}.json"
-        args = ["eval", "--checkpoint", str(tmp_path / "spe"), "--data", "synthetic", "--json", str(out)]
+        args = ["eval", "--checkpoint", str(tmp_path / "spe"), *ON_CPU, "--json", str(out)]
         assert cli_main(args + extra) == 0
         reports.append(json.loads(out.read_text()))
     dense, fast = reports
@@ -383,5 +405,5 @@ def test_eval_with_spike_kernels_gives_the_dense_results(tmp_path, trained_run, 
     # A model without spike kernels: a clear error, not a silent dense run.
     _, run, _ = trained_run
     capsys.readouterr()
-    assert cli_main(["eval", "--checkpoint", str(run), "--data", "synthetic", "--spike-kernels"]) != 0
+    assert cli_main(["eval", "--checkpoint", str(run), *ON_CPU, "--spike-kernels"]) != 0
     assert "train_tiny_snn has no spike-driven kernels" in capsys.readouterr().err

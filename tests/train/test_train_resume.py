@@ -44,6 +44,7 @@ RECIPE = dict(
     ema_decay=0.9,
     deterministic=True,
     threads=1,
+    device="cpu",  # a CPU test on any machine
     checkpoint_every_steps=5,
     progress=False,
 )

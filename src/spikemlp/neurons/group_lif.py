@@ -16,11 +16,11 @@ The gradient is the authors' hand-written one: o_t is a constant (there is no su
 
 which is also exactly what autograd computes through the plain loop, because the comparison u > V_th
 carries no gradient. ``group_lif_reference`` is that plain loop, one position at a time; ``group_lif``
-is the fast version: the groups are a batch dimension and only the ``group_size`` steps are a Python
-loop, with a custom autograd function that saves only its input (shared by the H and W ops of a block)
-instead of the loop's graph, and recomputes the membrane in the backward pass. It writes the select
-and the reset as max(u, V_th) and u * (1 - o) with a 0/1 mask held as numbers (several times faster on
-the CPU than boolean selects); this is the same for every finite membrane (see ``_scan_fast``). While
+is the fast version: on CUDA the Triton operator ``spikemlp::group_lif_forward`` (``ops.triton_group_lif``),
+elsewhere the PyTorch scans of ``ops.group_lif``: the groups are a batch dimension and only the
+``group_size`` steps are a Python loop, with a custom autograd function that saves only its input (shared
+by the H and W ops of a block) instead of the loop's graph, and recomputes the membrane in the backward
+pass. Both write the select as max(u, V_th) or its equal (see ``ops.group_lif.scan_forward``). While
 tracing for ONNX the forward uses plain Greater/Where nodes instead.
 
 Precision: the membrane is computed in float32 for float16/bfloat16/float32 inputs (float64 stays
@@ -35,6 +35,9 @@ import numbers
 import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
+
+from ..ops import select
+from ..ops.group_lif import group_layout, scan_backward, scan_forward
 
 __all__ = ["group_lif", "group_lif_reference", "GroupLIF"]
 
@@ -77,14 +80,6 @@ def _as_scalar_tensor(value, like: torch.Tensor, dtype: torch.dtype) -> torch.Te
     return torch.tensor([float(value)], device=like.device, dtype=dtype)
 
 
-def _group_layout(length: int, group_size: int) -> tuple[int, int]:
-    """(number of whole groups, group size) for an axis of this length; group_size 0 = the whole axis."""
-    s = length if group_size == 0 else group_size
-    if s <= 0:
-        return 0, 0
-    return length // s, s
-
-
 def _to_steps(x: torch.Tensor, axis: int, groups: int, s: int, dtype: torch.dtype) -> torch.Tensor:
     """The grouped part of the axis as [s, ..., groups, ...]: step t of every group, contiguous."""
     grouped = x.narrow(axis, 0, groups * s).unflatten(axis, (groups, s)).movedim(axis + 1, 0)
@@ -113,53 +108,6 @@ def _scan_traceable(x: torch.Tensor, tau: torch.Tensor, v_th: torch.Tensor, axis
     return _from_steps(torch.stack(ys), x, axis)
 
 
-def _step_views(t: torch.Tensor, axis: int, groups: int, s: int) -> torch.Tensor:
-    """A view of the grouped part of ``t`` with the in-group step on dimension ``axis + 1``."""
-    return t.narrow(axis, 0, groups * s).unflatten(axis, (groups, s))
-
-
-def _membranes(x: torch.Tensor, tau: torch.Tensor, v_th: torch.Tensor, axis: int, groups: int, s: int):
-    """Yield (u_t, silent_t, m_t) for t = 0..s-1 over all groups at once.
-
-    silent_t = 1 - o_t as 0/1 numbers in the compute dtype; m_t is the membrane carried into step t
-    (None for t = 0: the membrane starts at 0 in every group, so u_0 = x_0 exactly). Works on strided
-    views of x (no reordering copy), in the compute dtype of tau.
-    """
-    xg = _step_views(x, axis, groups, s)
-    carried = None
-    for t in range(s):
-        x_t = xg.select(axis + 1, t)
-        u = x_t.to(tau.dtype) if carried is None else torch.addcmul(x_t, tau, carried)  # x_t + tau * m_t
-        # The mask as numbers, not booleans: comparisons into a float tensor and multiplications are
-        # vectorised on the CPU, where torch.where/masked_fill with a boolean mask run several times slower.
-        silent = torch.le(u, v_th, out=torch.empty_like(u))  # not u > V_th: the threshold is strict
-        yield u, silent, carried
-        if t < s - 1:
-            carried = u * silent  # a neuron that fired resets to 0
-
-
-def _scan_fast(x: torch.Tensor, tau: torch.Tensor, v_th: torch.Tensor, axis: int, groups: int, s: int):
-    """Forward that writes each step straight into the output.
-
-    y_t = max(u_t, V_th) equals "u_t if u_t > V_th else V_th" for every number (up to the sign of an
-    exact zero when u_t = V_th = 0). A NaN membrane propagates NaN here where the spec's select would
-    output V_th; the masked products below likewise turn an infinite membrane into NaN. Both only occur
-    in a training run that has already diverged.
-    """
-    out = torch.empty_like(x, memory_format=torch.contiguous_format)
-    og = _step_views(out, axis, groups, s)
-    same_dtype = out.dtype == tau.dtype
-    for t, (u, _, _) in enumerate(_membranes(x, tau, v_th, axis, groups, s)):
-        if same_dtype:
-            torch.clamp_min(u, v_th, out=og.select(axis + 1, t))
-        else:
-            og.select(axis + 1, t).copy_(torch.clamp_min(u, v_th))
-    n = groups * s
-    if n < x.shape[axis]:
-        out.narrow(axis, n, x.shape[axis] - n).copy_(x.narrow(axis, n, x.shape[axis] - n))
-    return out
-
-
 class _GroupLIFFunction(torch.autograd.Function):
     """Exact forward, the authors' backward (o_t constant).
 
@@ -171,51 +119,14 @@ class _GroupLIFFunction(torch.autograd.Function):
     def forward(ctx, x, tau, v_th, axis: int, groups: int, s: int):
         ctx.save_for_backward(x, tau, v_th)
         ctx.axis, ctx.groups, ctx.s = axis, groups, s
-        return _scan_fast(x, tau, v_th, axis, groups, s)
+        return scan_forward(x, tau, v_th, axis, groups, s)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_y):
         x, tau, v_th = ctx.saved_tensors
-        axis, groups, s = ctx.axis, ctx.groups, ctx.s
-        steps = list(_membranes(x, tau, v_th, axis, groups, s))
-        gg = _step_views(grad_y, axis, groups, s)
-
-        need_x, need_tau, need_v_th = ctx.needs_input_grad[:3]
-        grad_x = torch.empty_like(x, memory_format=torch.contiguous_format) if need_x else None
-        gx = _step_views(grad_x, axis, groups, s) if need_x else None
-        grad_tau = torch.zeros((), dtype=tau.dtype, device=tau.device)
-        grad_v_th = torch.zeros((), dtype=tau.dtype, device=tau.device)
-        acc = None
-        for t in range(s - 1, -1, -1):
-            u, silent, carried = steps[t]
-            g_t = gg.select(axis + 1, t).to(tau.dtype)
-            g_silent = g_t * silent
-            fired_g = g_t - g_silent  # o_t g_t (exact: either g_t - 0 or g_t - g_t)
-            if acc is None:
-                acc = fired_g  # the last step: a silent neuron outputs V_th only
-            else:
-                # dL/du_t = o_t g_t + tau (1 - o_t) dL/du_{t+1}: a reset cuts the path to later steps.
-                acc = torch.addcmul(fired_g, tau, acc * silent)
-            if need_x:
-                gx.select(axis + 1, t).copy_(acc)
-            if need_tau and carried is not None:
-                grad_tau += (acc * carried).sum()  # dL/du_t * m_t
-            if need_v_th:
-                grad_v_th += g_silent.sum()
-        if need_x:
-            n = groups * s
-            if n < x.shape[axis]:
-                rest = x.shape[axis] - n
-                grad_x.narrow(axis, n, rest).copy_(grad_y.narrow(axis, n, rest))
-        return (
-            grad_x,
-            grad_tau.reshape(1) if need_tau else None,
-            grad_v_th.reshape(1) if need_v_th else None,
-            None,
-            None,
-            None,
-        )
+        grads = scan_backward(x, grad_y, tau, v_th, ctx.axis, ctx.groups, ctx.s, ctx.needs_input_grad[:3])
+        return *(g if need else None for g, need in zip(grads, ctx.needs_input_grad)), None, None, None
 
 
 def group_lif(
@@ -233,7 +144,7 @@ def group_lif(
     axis = _check_args(x, axis, group_size)
     if group_size == -1:
         return x
-    groups, s = _group_layout(x.shape[axis], group_size)
+    groups, s = group_layout(x.shape[axis], group_size)
     if groups == 0:
         return x  # the axis is shorter than one group: every position passes through
     dtype = _compute_dtype(x.dtype)
@@ -253,9 +164,11 @@ def group_lif(
     tau_c, v_th_c = tau_t.reshape(1).to(dtype), v_th_t.reshape(1).to(dtype)
     if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
         return _scan_traceable(x, tau_c, v_th_c, axis, groups, s)
+    if select.group_lif_kernel_ready(x):  # CUDA: the Triton operator
+        return torch.ops.spikemlp.group_lif_forward(x, tau_c, v_th_c, axis, group_size)
     needs_grad = torch.is_grad_enabled() and (x.requires_grad or tau_c.requires_grad or v_th_c.requires_grad)
     if not needs_grad:
-        return _scan_fast(x, tau_c, v_th_c, axis, groups, s)
+        return scan_forward(x, tau_c, v_th_c, axis, groups, s)
     return _GroupLIFFunction.apply(x, tau_c, v_th_c, axis, groups, s)
 
 
@@ -275,7 +188,7 @@ def group_lif_reference(
     if group_size == -1:
         return x
     length = x.shape[axis]
-    groups, s = _group_layout(length, group_size)
+    groups, s = group_layout(length, group_size)
     if groups == 0:
         return x
     dtype = _compute_dtype(x.dtype)

@@ -3,6 +3,9 @@
 - ``spikemlp::lif_forward`` / ``spikemlp::lif_backward`` (``ops.lif``): the fused multi-step LIF/IF,
   C++ on the CPU, Triton on CUDA (``ops.triton_lif``), with fake implementations and registered
   autograd (the forward differentiable through the backward operator).
+- ``spikemlp::group_lif_forward`` / ``spikemlp::group_lif_backward`` (``ops.group_lif``): SNN-MLP's
+  group LIF, PyTorch on the CPU, Triton on CUDA (``ops.triton_group_lif``), with fake implementations and
+  registered autograd.
 - ``spikemlp::spike_matmul`` (``ops.spike_matmul``): the spike-driven product for inference, C++ on the
   CPU, with a fake implementation.
 
@@ -18,4 +21,4 @@ operators above (so it too runs the kernels through the dispatcher); under torch
 BatchNorm and the LIF operator as separate nodes instead.
 """
 
-from . import lif, spike_matmul, triton_lif  # noqa: F401  (registers the operators)
+from . import group_lif, lif, spike_matmul, triton_group_lif, triton_lif  # noqa: F401  (registers the operators)

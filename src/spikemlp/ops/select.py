@@ -7,6 +7,10 @@ the kernel lacks); a backend asked for by name raises an error that says why it 
 and dtype checks are made here, once per call, not by the operators' callers. Under torch.compile the
 same choice is made (the operators are single nodes of the graph, with a fake implementation).
 
+SNN-MLP's group LIF (:func:`group_lif_kernel_ready`): the Triton operator on CUDA float32/bfloat16/
+float16 tensors where triton imports; elsewhere (the CPU, float64) ``neurons.group_lif`` runs its PyTorch
+scans.
+
 Spike products (:func:`spike_matmul_ready`): the inference kernel applies to CPU float32/float64 inputs
 when it could be built. Whether a kernel could be built is read once per process; while torch.compile
 traces, that answer is a constant of the graph (``torch.compiler.assume_constant_result``).
@@ -102,6 +106,11 @@ def run_neuron(x_seq, tau, spec: NeuronSpec, backend: str, return_membrane: bool
         x_seq, tau, spec.v_threshold, spec.v_reset, spec.mode == CHARGE_DECAY_INPUT, spec.detach_reset,
         spec.surrogate, return_membrane,
     )  # fmt: skip
+
+
+def group_lif_kernel_ready(x: torch.Tensor) -> bool:
+    """Whether the group LIF of x runs the Triton operator (``ops.triton_group_lif``)."""
+    return x.device.type == "cuda" and x.dtype in TRITON_DTYPES and _triton_reason() is None
 
 
 def spike_matmul_ready(x: torch.Tensor) -> bool:

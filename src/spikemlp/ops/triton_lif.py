@@ -184,11 +184,14 @@ def _as_storage(value: float, dtype: torch.dtype) -> float:
     return float(torch.tensor(value, dtype=torch.float32).to(dtype).float())
 
 
-def _constants(x_seq: torch.Tensor, tau, spec: NeuronSpec) -> dict:
-    """Kernel constants reproducing PyTorch's arithmetic for this device, dtype and kind of tau."""
+def _constants(x_seq: torch.Tensor, tau, spec: NeuronSpec, device_type: str | None = None) -> dict:
+    """Kernel constants reproducing PyTorch's arithmetic for this device (``device_type``, default x's: the
+    tests ask for CUDA's on CPU tensors), dtype and kind of tau."""
     dtype = x_seq.dtype
-    on_cuda = x_seq.device.type == "cuda"
+    on_cuda = (device_type or x_seq.device.type) == "cuda"
     tau_value = 1.0 if tau is None else float(tau.detach() if isinstance(tau, torch.Tensor) else tau)
+    if on_cuda and isinstance(tau, torch.Tensor):  # CUDA casts a tensor tau to x's dtype before dividing
+        tau_value = _as_storage(tau_value, dtype)  # (the CPU reads a 0-dim tensor as a float32 number)
     # CPU divides by the number; CUDA multiplies by the fp32 reciprocal of a Python number, but divides by
     # a tensor tau.
     true_div = not on_cuda or isinstance(tau, torch.Tensor)

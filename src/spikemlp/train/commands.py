@@ -172,16 +172,20 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def _launch_or_train(cfg, run_dir: Path, resume: bool, argv: list[str], started_at: float, overwrite) -> int:
-    """Train here, or, with ``processes`` > 1 outside torchrun, check the run once and start the workers
-    (holding the run folder's lock for them)."""
-    from .distributed import launched_by_torchrun, run_local_workers
+    """Train here, or, with more than one process outside torchrun, check the run once and start the
+    workers (holding the run folder's lock for them)."""
+    from .distributed import launched_by_torchrun, local_process_count, run_local_workers
     from .run_folder import locked
     from .trainer import preflight, train
 
-    if cfg.processes > 1 and not launched_by_torchrun():
-        preflight(cfg, run_dir, resume, overwrite)
-        with locked(run_dir):
-            return run_local_workers(cfg.processes, argv, started_at)
+    if not launched_by_torchrun():
+        n = local_process_count(cfg.processes, cfg.device)
+        if n < cfg.processes:
+            print(f"spikemlp train: processes: {cfg.processes} is a CPU setting; on CUDA one per GPU: {n}")
+        if n > 1:
+            preflight(cfg, run_dir, resume, overwrite)
+            with locked(run_dir):
+                return run_local_workers(n, argv, started_at)
     train(cfg, run_dir, resume, overwrite)
     return 0
 

@@ -34,17 +34,43 @@ class DistInfo:
 
 
 def pick_device(name: str, local_rank: int = 0) -> torch.device:
+    """This process's device; on CUDA one GPU per local rank (a rank without a GPU of its own is an error,
+    never a second process on ``cuda:1`` of a one-GPU machine)."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError("device 'cuda' was asked for but PyTorch sees no CUDA GPU; use --device cpu")
-        return torch.device("cuda", local_rank)
-    if not re.fullmatch(r"cpu|cuda:\d+", name):
+    if not re.fullmatch(r"cpu|cuda|cuda:\d+", name):
         raise ValueError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N")
-    if name.startswith("cuda") and int(name[5:]) >= torch.cuda.device_count():
+    if name == "cpu":
+        return torch.device(name)
+    if ":" in name and int(name[5:]) >= torch.cuda.device_count():
         raise ValueError(f"device {name!r}: PyTorch sees {torch.cuda.device_count()} CUDA GPU(s)")
-    return torch.device(name)
+    if not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} was asked for but PyTorch sees no CUDA GPU; use --device cpu")
+    device = torch.device(name) if ":" in name else torch.device("cuda", local_rank)
+    gpus = torch.cuda.device_count()
+    if device.index >= gpus:
+        raise ValueError(
+            f"process {local_rank} of this machine would use {device} but there are {gpus} CUDA GPU(s): "
+            f"start one process per GPU (processes: {gpus}, or torchrun --nproc_per_node={gpus}), or "
+            "use --device cpu"
+        )
+    return device
+
+
+def local_process_count(processes: int, device_name: str) -> int:
+    """How many processes ``spikemlp train`` starts for ``processes``. With ``auto`` on a CUDA machine,
+    ``processes`` is taken as a CPU setting (the speedrun's two one-thread processes) and the run gets one
+    process per GPU, at most ``processes``; more processes than GPUs with ``cuda`` is an error."""
+    uses_cuda = device_name.startswith("cuda") or (device_name == "auto" and torch.cuda.is_available())
+    if not uses_cuda or processes == 1:
+        return processes
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if device_name == "auto" or processes <= gpus:
+        return min(processes, gpus)
+    raise ValueError(
+        f"processes: {processes} on device {device_name!r}, but this machine has {gpus} CUDA GPU(s): set "
+        f"processes to at most {gpus} (one per GPU), or use --device cpu"
+    )
 
 
 def setup(device_name: str = "auto") -> DistInfo:

@@ -2,8 +2,10 @@
 gradient accumulation, mixing, clipping and the LIF freeze, EMA updates, mid-epoch checkpoints and the
 time budget's checks after every step.
 
-A non-finite loss stops the run before the bad step touches the weights (every rank agrees on it first);
-``last`` stays the last good checkpoint.
+The loop waits for the device once per step, for the check that stops a run on a non-finite loss or
+non-finite pixels before that step changes the weights (every rank agrees on it). The loss and accuracy
+sums stay on the device and the host reads them at the read points only (every ``log_every`` optimizer
+steps, before a mid-epoch checkpoint and at the end of the epoch).
 """
 
 from __future__ import annotations
@@ -95,7 +97,8 @@ class EpochRunner:
             restore_rng(state.rng)
             state.rng = None
         p = state.partial
-        sums = torch.tensor([p["loss"], p["correct"], p["seen"]], dtype=torch.float64)
+        device = self.info.device
+        sums = torch.tensor([p["loss"], p["correct"], p["seen"]], dtype=torch.float64, device=device)
         use_mixup = self.mixup_fn is not None and (
             cfg.mixup_off_epoch == 0 or state.epoch < cfg.mixup_off_epoch
         )
@@ -116,6 +119,7 @@ class EpochRunner:
                 self._after_step(loss, stats, bar, t_epoch)
                 if state.global_step >= state.total_steps or self._epoch_over() or stats.stopped:
                     break
+            self._read(stats, bar, t_epoch)
         finally:
             if bar is not None:
                 bar.close()
@@ -152,10 +156,26 @@ class EpochRunner:
             if bad_loss > 0:
                 raise self._non_finite(loss)
             state.scaler.scale(loss / self.cfg.accum_steps).backward()
-        n, correct = len(hard), float((logits.detach().argmax(1) == hard).sum())
-        stats.sums += torch.tensor([float(loss.detach()) * n, correct, float(n)], dtype=torch.float64)
-        stats.images += n
+        with torch.no_grad():  # on the device: read at the read points
+            correct = (logits.detach().argmax(1) == hard).sum().double()
+            stats.sums[:2] += torch.stack([loss.detach().double() * len(hard), correct])
+            stats.sums[2] += len(hard)
+        stats.images += len(hard)
         return loss
+
+    def _read(self, stats: EpochStats, bar, t_epoch: float) -> list[float]:
+        """A read point: the host reads this rank's sums (loss x images, correct, images) and updates the
+        progress bar."""
+        sums = stats.sums.tolist()
+        if bar is not None:
+            dt = time.perf_counter() - t_epoch
+            bar.set_postfix(
+                loss=f"{sums[0] / sums[2]:.3f}",
+                acc=f"{100 * sums[1] / sums[2]:.1f}%",
+                img_s=f"{stats.images * self.info.world_size / max(dt, 1e-9):.0f}",
+                refresh=False,
+            )
+        return sums
 
     def _non_finite(self, loss: torch.Tensor | None) -> ValueError:
         """The error for a non-finite loss, or (``loss`` None) for NaN or infinite pixels in the batch."""
@@ -200,22 +220,17 @@ class EpochRunner:
 
     def _after_step(self, loss: torch.Tensor, stats: EpochStats, bar, t_epoch: float) -> None:
         """Progress, TensorBoard, the mid-epoch checkpoint and the time budget, after an optimizer step."""
-        state, cfg, sums = self.state, self.cfg, stats.sums
+        state, cfg = self.state, self.cfg
         if bar is not None:
-            dt = time.perf_counter() - t_epoch
-            bar.set_postfix(
-                loss=f"{sums[0] / sums[2]:.3f}",
-                acc=f"{100 * sums[1] / sums[2]:.1f}%",
-                img_s=f"{stats.images * self.info.world_size / max(dt, 1e-9):.0f}",
-                refresh=False,
-            )
             bar.update(state.micro - bar.n)
         if state.global_step % cfg.log_every == 0:
+            self._read(stats, bar, t_epoch)
             lr = state.optimizer.param_groups[0]["lr"]
             self.log.scalars(state.global_step, **{"train/loss": float(loss.detach()), "train/lr": lr})
         every = cfg.checkpoint_every_steps
         if every and state.global_step % every == 0 and not self._epoch_over():
-            state.partial = {"loss": float(sums[0]), "correct": float(sums[1]), "seen": float(sums[2])}
+            sums = self._read(stats, bar, t_epoch)  # (also the non-finite check before the checkpoint)
+            state.partial = {"loss": sums[0], "correct": sums[1], "seen": sums[2]}
             self.save_last()
         fitted = self.budget.after_step(state.global_step, self._epoch_over())
         if fitted is not None:

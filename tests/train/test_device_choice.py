@@ -19,9 +19,11 @@ def one_gpu(monkeypatch):
 
 def test_auto_gives_each_local_rank_its_own_gpu_or_a_clear_error(one_gpu):
     assert pick_device("auto", 0) == torch.device("cuda", 0)
-    for name, rank in (("auto", 1), ("cuda", 1), ("cuda:1", 0)):
+    for name, rank in (("auto", 1), ("cuda", 1)):
         with pytest.raises(ValueError, match=r"there are 1 CUDA GPU\(s\): start one process per GPU"):
             pick_device(name, rank)
+    with pytest.raises(ValueError, match=r"device 'cuda:1': PyTorch sees 1 CUDA GPU\(s\)"):
+        pick_device("cuda:1", 0)
     assert pick_device("cpu", 1) == torch.device("cpu")
 
 
@@ -47,7 +49,7 @@ def test_train_with_two_processes_and_auto_runs_one_process_on_the_one_gpu(
     ran = []
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     monkeypatch.setattr(distributed, "run_local_workers", lambda *a: pytest.fail("workers were started"))
-    monkeypatch.setattr(trainer, "train", lambda cfg, run_dir, resume: ran.append(cfg.processes))
+    monkeypatch.setattr(trainer, "train", lambda cfg, run_dir, resume, overwrite: ran.append(cfg.processes))
     args = ["train", "--out", str(tmp_path / "run"), "--data", "synthetic", "--processes", "2"]
     assert cli_main(args) == 0 and ran == [2]
     assert "processes: 2 is a CPU setting; on CUDA one per GPU: 1" in capsys.readouterr().out

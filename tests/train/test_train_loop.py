@@ -288,10 +288,9 @@ def test_a_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp
     assert all(torch.isfinite(v).all() for v in weights.values() if v.is_floating_point())
 
 
-def test_a_non_finite_loss_between_read_points_is_caught_at_the_next_one(tmp_path, monkeypatch):
-    # The host reads the loss sums every log_every steps, before checkpoints and at the epoch's end only
-    # (no wait for the device in between); a NaN in between stops the run at the next read point, here
-    # the end of the first epoch (8 steps), before its checkpoint.
+def test_the_log_sums_are_read_at_the_read_points_only(tmp_path, monkeypatch):
+    # The loss and accuracy sums stay on the device; the host reads them every log_every steps and at the
+    # epoch's end (the non-finite stop has its own check per step, above).
     from spikemlp.train.epoch import EpochRunner
 
     reads = []
@@ -299,14 +298,8 @@ def test_a_non_finite_loss_between_read_points_is_caught_at_the_next_one(tmp_pat
     monkeypatch.setattr(
         EpochRunner, "_read", lambda self, *a: reads.append(self.state.global_step) or read(self, *a)
     )
-    with pytest.raises(
-        NonFiniteLossError,
-        match=r"loss became nan at step 6 \(epoch 1, batch 6\); training stopped at step 8.*"
-        "no checkpoint was written yet",
-    ):
-        train(tiny(model_kwargs={"nan_after": 5}, log_every=5, epochs=3), tmp_path / "run")
+    train(tiny(log_every=5, epochs=1), tmp_path / "run")
     assert reads == [5, 8]  # log_every, then the end of the epoch
-    assert not (tmp_path / "run" / "last").exists()
 
 
 def test_time_budget_fits_the_schedule_and_ends_in_time(tmp_path):

@@ -24,6 +24,7 @@ from .. import models
 from .config import TrainConfig, to_dict
 from .distributed import DistInfo
 from .optim import ScheduleClock, build_optimizer, build_scheduler
+from .state_checks import check_optimizer, check_weights
 
 
 def _zero_sums() -> dict[str, float]:
@@ -95,14 +96,19 @@ class RunState:
                 f"{world_size}: resume with the same number of processes (the global batch would change)"
             )
         weights, _ = ckpt.load_weights(folder)
+        ema_weights = ckpt.load_weights(folder, ema=True)[0] if self.ema is not None else None
+        # all of it checked before anything is loaded (a fused optimizer given other shapes segfaults)
+        check_weights(weights, self.model, folder)
+        if ema_weights is not None:
+            check_weights(ema_weights, self.ema.module, folder)
+        check_optimizer(state["optimizer"], self.optimizer, folder)
         self.model.load_state_dict(weights)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.clock.load_state_dict(state["clock"])
         if "scaler" in state:
             self.scaler.load_state_dict(state["scaler"])
-        if self.ema is not None:
-            ema_weights, _ = ckpt.load_weights(folder, ema=True)
+        if ema_weights is not None:
             self.ema.module.load_state_dict(ema_weights)
         c = state["counters"]
         self.epoch, self.micro, self.global_step = int(c["epoch"]), int(c["micro"]), int(c["global_step"])

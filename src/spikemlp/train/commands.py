@@ -180,8 +180,8 @@ def _launch_or_train(cfg, run_dir: Path, resume: bool, argv: list[str], started_
 
     if cfg.processes > 1 and not launched_by_torchrun():
         preflight(cfg, run_dir, resume, overwrite)
-        with locked(run_dir):
-            return run_local_workers(cfg.processes, argv, started_at)
+        with locked(run_dir) as lock_fd:
+            return run_local_workers(cfg.processes, argv, started_at, lock_fd)
     train(cfg, run_dir, resume, overwrite)
     return 0
 

@@ -62,7 +62,7 @@ class RunState:
 
     def save_last(self, folder: Path, model_meta: dict[str, str], info: DistInfo, elapsed: float) -> None:
         """Write the resume checkpoint (a collective: every rank's random streams go into rank 0's file)."""
-        rng_all = _gather_rng(info)
+        ranks = _gather_ranks(info, {"rng": capture_rng(), "partial": dict(self.partial)})
         if not info.is_main:
             return
         names = ("epoch", "micro", "global_step", "total_steps", "best_top1", "best_epoch")
@@ -72,9 +72,9 @@ class RunState:
             "scheduler": self.scheduler.state_dict(),
             "clock": self.clock.state_dict(),
             "scaler": self.scaler.state_dict(),
-            "rng": rng_all,
+            "rng": [r["rng"] for r in ranks],
             "counters": counters,
-            "partial": dict(self.partial),
+            "partial": [r["partial"] for r in ranks],  # each rank's own sums (the epoch's are their total)
         }
         ckpt.save_checkpoint(
             folder,
@@ -113,7 +113,8 @@ class RunState:
         c = state["counters"]
         self.epoch, self.micro, self.global_step = int(c["epoch"]), int(c["micro"]), int(c["global_step"])
         self.best_top1, self.best_epoch = float(c["best_top1"]), int(c["best_epoch"])
-        self.partial = {k: float(v) for k, v in state["partial"].items()}
+        partial = state["partial"][rank] if isinstance(state["partial"], list) else state["partial"]
+        self.partial = {k: float(v) for k, v in partial.items()}
         self.rng = state["rng"][rank]
         return int(c["total_steps"]), float(c["elapsed_seconds"])
 
@@ -183,9 +184,9 @@ def build_state(
     )
 
 
-def _gather_rng(info: DistInfo) -> list[dict[str, Any]]:
-    """Every rank's RNG state (rank 0 saves them all, so each rank resumes its own stream)."""
-    mine = capture_rng()
+def _gather_ranks(info: DistInfo, mine: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every rank's ``mine`` (its RNG state and running sums: rank 0 saves them all, so each rank resumes
+    its own)."""
     if not info.enabled:
         return [mine]
     import torch.distributed as dist

@@ -73,3 +73,55 @@ def test_a_checkpoint_of_two_processes_is_not_resumed_by_one(mid_epoch_run, tmp_
     err = refused(capsys, ["train", "--resume", str(run)])
     assert "written by a run with 2 process(es), this one has 1" in err
     assert (run / "config.yaml").read_bytes() == before
+
+
+def _foreign_optimizer_state(width: int) -> dict:
+    """The state_dict of the run's (fused AdamW) optimizer for the tiny model at another width."""
+    from spikemlp import models
+    from spikemlp.train.config import to_dict
+    from spikemlp.train.optim import build_optimizer
+
+    cfg = from_dict({**TINY, "model_kwargs": {"width": width}})
+    model = models.from_config(to_dict(cfg), 10)
+    optimizer = build_optimizer(model, cfg, cfg.batch_size)
+    model(torch.randn(2, 3, 8, 8)).sum().backward()
+    optimizer.step()
+    return optimizer.state_dict()
+
+
+@pytest.mark.parametrize("width", [4, 16])  # a smaller model (once a segfault), a larger one (once silent)
+def test_a_foreign_optimizer_state_is_one_line(mid_epoch_run, tmp_path, capsys, width):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(mid_epoch_run, run)
+    state = ckpt.load_state(run / "last")
+    state["optimizer"] = _foreign_optimizer_state(width)
+    torch.save(state, run / "last" / ckpt.STATE_FILE)
+    before = (run / "config.yaml").read_bytes()
+    err = refused(capsys, ["train", "--resume", str(run)])
+    assert (
+        f"the optimizer's exp_avg for a parameter of shape [8, 3, 3, 3] has shape [{width}, 3, 3, 3]" in err
+    )
+    assert (run / "config.yaml").read_bytes() == before
+
+
+def test_an_optimizer_state_with_other_parameter_counts_is_one_line(mid_epoch_run, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(mid_epoch_run, run)
+    state = ckpt.load_state(run / "last")
+    state["optimizer"]["param_groups"][0]["params"].append(99)  # one more parameter than the model has
+    torch.save(state, run / "last" / ckpt.STATE_FILE)
+    assert "parameters, this model's" in refused(capsys, ["train", "--resume", str(run)])
+    state["optimizer"]["param_groups"] = state["optimizer"]["param_groups"][:1] * 3
+    torch.save(state, run / "last" / ckpt.STATE_FILE)
+    assert "has 3 parameter group(s), this optimizer" in refused(capsys, ["train", "--resume", str(run)])
+
+
+def test_resuming_with_another_architecture_is_one_line(mid_epoch_run, capsys):
+    before = (mid_epoch_run / "config.yaml").read_bytes()
+    err = refused(capsys, ["train", "--resume", str(mid_epoch_run), "--model_kwargs.width", "12"])
+    assert "holds another architecture (conv.weight: saved [8, 3, 3, 3], this model [12, 3, 3, 3]" in err
+    assert (mid_epoch_run / "config.yaml").read_bytes() == before

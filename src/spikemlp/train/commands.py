@@ -184,8 +184,8 @@ def _launch_or_train(cfg, run_dir: Path, resume: bool, argv: list[str], started_
             print(f"spikemlp train: processes: {cfg.processes} is a CPU setting; on CUDA one per GPU: {n}")
         if n > 1:
             preflight(cfg, run_dir, resume, overwrite)
-            with locked(run_dir):
-                return run_local_workers(n, argv, started_at)
+            with locked(run_dir) as lock_fd:
+                return run_local_workers(n, argv, started_at, lock_fd)
     train(cfg, run_dir, resume, overwrite)
     return 0
 

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 
@@ -79,6 +81,7 @@ def setup(device_name: str = "auto") -> DistInfo:
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = pick_device(device_name, local_rank)
+    tie_to_launcher()
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if world_size > 1 and not dist.is_initialized():
@@ -102,15 +105,71 @@ def seconds_since_launch() -> float:
     return max(0.0, time.time() - float(launched)) if launched else 0.0
 
 
-def run_local_workers(n: int, argv: list[str], started_at: float) -> int:
+# Set for the workers that ``run_local_workers`` starts: the pid of the ``spikemlp train`` that started them.
+LAUNCHER_PID_ENV = "SPIKEMLP_LAUNCHER_PID"
+
+
+def run_local_workers(n: int, argv: list[str], started_at: float, hold_fd: int | None = None) -> int:
     """Run ``spikemlp ARGV`` as ``n`` data-parallel processes here, as ``torchrun --standalone
     --nproc_per_node=n -m spikemlp ARGV`` would; returns their exit status. ``started_at`` (time.time())
-    is when the command began: the workers' clocks for a time budget start there."""
+    is when the command began: the workers' clocks for a time budget start there. ``hold_fd`` (the run
+    folder's lock) is shared with torchrun, so the folder stays locked until torchrun has stopped its
+    workers, even when this process is killed."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}"]
     # torchrun's own default of one OpenMP thread per worker, set here so that it does not print a banner
     # about it; a `threads` key still applies in each worker.
     env = {"OMP_NUM_THREADS": "1", **os.environ, LAUNCHED_AT_ENV: repr(started_at)}
-    return subprocess.run([*cmd, "-m", "spikemlp", *argv], env=env).returncode
+    env[LAUNCHER_PID_ENV] = str(os.getpid())
+    return subprocess.run(
+        [*cmd, "-m", "spikemlp", *argv],
+        env=env,
+        pass_fds=() if hold_fd is None else (hold_fd,),
+        # torchrun stops its workers on SIGTERM; without this it and they would outlive a killed launcher
+        preexec_fn=lambda: _die_with_parent(signal.SIGTERM),
+    ).returncode
+
+
+def _die_with_parent(sig: int) -> None:
+    """Linux: the kernel sends ``sig`` to this process when its parent exits (elsewhere: nothing)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(sig))  # 1: PR_SET_PDEATHSIG
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a killed launcher stays a zombie until its own parent reaps it
+        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+_tied = False  # the watch runs once per process
+
+
+def tie_to_launcher() -> None:
+    """In a worker that ``run_local_workers`` started: exit when torchrun or the launcher dies (a kill -9
+    gives them no chance to stop the workers, which would train on, holding the folder, to the end)."""
+    global _tied
+    launcher = os.environ.get(LAUNCHER_PID_ENV)
+    if not launcher or _tied:
+        return
+    _tied = True
+    _die_with_parent(signal.SIGKILL)
+    parent = os.getppid()
+
+    def watch() -> None:  # the parent-death signal's backup (it follows the parent thread; not on macOS)
+        while os.getppid() == parent and _alive(int(launcher)):
+            time.sleep(0.2)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="spikemlp-launcher-watch", daemon=True).start()
 
 
 def cleanup(info: DistInfo) -> None:

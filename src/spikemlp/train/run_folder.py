@@ -52,10 +52,11 @@ def clear(run_dir: Path) -> None:
 @contextlib.contextmanager
 def locked(run_dir: Path):
     """Hold ``run_dir``'s lock inside the block (created with the folder); UserError naming the holder's pid
-    when another process holds it. Re-entrant for the workers of the launcher that holds it."""
+    when another process holds it. Re-entrant for the workers of the launcher that holds it. Yields the
+    lock's file descriptor (None when re-entered): a child given it holds the lock until it exits too."""
     key = str(run_dir.resolve())
     if os.environ.get(LOCK_ENV) == key or int(os.environ.get("RANK", "0")) != 0:
-        yield  # the launcher holds it (or another rank of an outside torchrun does)
+        yield None  # the launcher holds it (or another rank of an outside torchrun does)
         return
     run_dir.mkdir(parents=True, exist_ok=True)
     fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
@@ -72,7 +73,7 @@ def locked(run_dir: Path):
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         before, os.environ[LOCK_ENV] = os.environ.get(LOCK_ENV), key
         try:
-            yield
+            yield fd
         finally:
             os.environ.pop(LOCK_ENV) if before is None else os.environ.__setitem__(LOCK_ENV, before)
     finally:

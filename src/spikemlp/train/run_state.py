@@ -24,6 +24,7 @@ from .. import models
 from .config import TrainConfig, to_dict
 from .distributed import DistInfo
 from .optim import ScheduleClock, build_optimizer, build_scheduler
+from .state_checks import check_optimizer, check_weights
 
 
 def _zero_sums() -> dict[str, float]:
@@ -61,7 +62,7 @@ class RunState:
 
     def save_last(self, folder: Path, model_meta: dict[str, str], info: DistInfo, elapsed: float) -> None:
         """Write the resume checkpoint (a collective: every rank's random streams go into rank 0's file)."""
-        rng_all = _gather_rng(info)
+        ranks = _gather_ranks(info, {"rng": capture_rng(), "partial": dict(self.partial)})
         if not info.is_main:
             return
         names = ("epoch", "micro", "global_step", "total_steps", "best_top1", "best_epoch")
@@ -71,9 +72,9 @@ class RunState:
             "scheduler": self.scheduler.state_dict(),
             "clock": self.clock.state_dict(),
             "scaler": self.scaler.state_dict(),
-            "rng": rng_all,
+            "rng": [r["rng"] for r in ranks],
             "counters": counters,
-            "partial": dict(self.partial),
+            "partial": [r["partial"] for r in ranks],  # each rank's own sums (the epoch's are their total)
         }
         ckpt.save_checkpoint(
             folder,
@@ -95,19 +96,25 @@ class RunState:
                 f"{world_size}: resume with the same number of processes (the global batch would change)"
             )
         weights, _ = ckpt.load_weights(folder)
+        ema_weights = ckpt.load_weights(folder, ema=True)[0] if self.ema is not None else None
+        # all of it checked before anything is loaded (a fused optimizer given other shapes segfaults)
+        check_weights(weights, self.model, folder)
+        if ema_weights is not None:
+            check_weights(ema_weights, self.ema.module, folder)
+        check_optimizer(state["optimizer"], self.optimizer, folder)
         self.model.load_state_dict(weights)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.clock.load_state_dict(state["clock"])
         if "scaler" in state:
             self.scaler.load_state_dict(state["scaler"])
-        if self.ema is not None:
-            ema_weights, _ = ckpt.load_weights(folder, ema=True)
+        if ema_weights is not None:
             self.ema.module.load_state_dict(ema_weights)
         c = state["counters"]
         self.epoch, self.micro, self.global_step = int(c["epoch"]), int(c["micro"]), int(c["global_step"])
         self.best_top1, self.best_epoch = float(c["best_top1"]), int(c["best_epoch"])
-        self.partial = {k: float(v) for k, v in state["partial"].items()}
+        partial = state["partial"][rank] if isinstance(state["partial"], list) else state["partial"]
+        self.partial = {k: float(v) for k, v in partial.items()}
         self.rng = state["rng"][rank]
         return int(c["total_steps"]), float(c["elapsed_seconds"])
 
@@ -177,9 +184,9 @@ def build_state(
     )
 
 
-def _gather_rng(info: DistInfo) -> list[dict[str, Any]]:
-    """Every rank's RNG state (rank 0 saves them all, so each rank resumes its own stream)."""
-    mine = capture_rng()
+def _gather_ranks(info: DistInfo, mine: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every rank's ``mine`` (its RNG state and running sums: rank 0 saves them all, so each rank resumes
+    its own)."""
     if not info.enabled:
         return [mine]
     import torch.distributed as dist

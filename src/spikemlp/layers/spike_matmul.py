@@ -33,8 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..neurons.bn_lif import lif_spec, observed
-from ..neurons.lif import LIF
+from ..neurons.bn_lif import observed
+from ..neurons.lif import LIF, lif_spec
 from ..neurons.neuron_spec import NeuronSpec
 from ..ops import select
 from ..ops import spike_matmul as _op

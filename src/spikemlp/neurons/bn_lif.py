@@ -25,19 +25,12 @@ import torch
 from torch import nn
 
 from ..ops import lif as lif_ops
-from .backends import select_backend
-from .lif import LIF, _mark_spikes
-from .neuron_spec import CHARGE_DECAY_INPUT, CHARGE_NO_DECAY, NeuronSpec
+from ..ops.select import select_backend
+from .lif import LIF, _mark_spikes, lif_spec
 
 __all__ = ["batch_norm_lif", "projection_batch_norm_lif"]
 
 _PLAIN_BN = (nn.BatchNorm1d, nn.BatchNorm2d)
-
-
-def lif_spec(lif: LIF) -> NeuronSpec:
-    """What an LIF layer computes, as the fused kernels take it."""
-    mode = CHARGE_DECAY_INPUT if lif.decay_input else CHARGE_NO_DECAY
-    return NeuronSpec(mode, lif.v_threshold, lif.v_reset, lif.detach_reset, lif.surrogate)
 
 
 def _batch_stats_norm(x, weight, bias, eps):

@@ -12,8 +12,9 @@ import math
 import torch
 from torch import nn
 
+from ..ops.select import check_backend_name, run_neuron
 from . import surrogate as sg
-from .backends import check_backend_name, run_if, run_lif
+from .neuron_spec import CHARGE_DECAY_INPUT, CHARGE_IF, CHARGE_NO_DECAY, NeuronSpec
 from .spike_storage import mark_binary
 
 
@@ -43,6 +44,12 @@ def _mark_spikes(out):
     """Declare the spikes binary, so that autograd may keep them compactly (``spike_storage``)."""
     mark_binary(out[0] if isinstance(out, tuple) else out)
     return out
+
+
+def lif_spec(lif: LIF) -> NeuronSpec:
+    """What an LIF layer computes, as the fused kernels take it."""
+    mode = CHARGE_DECAY_INPUT if lif.decay_input else CHARGE_NO_DECAY
+    return NeuronSpec(mode, float(lif.v_threshold), lif.v_reset, bool(lif.detach_reset), lif.surrogate)
 
 
 class LIF(nn.Module):
@@ -101,17 +108,7 @@ class LIF(nn.Module):
         _check_input(x_seq, "LIF")
         if self.tau_logit is not None:
             _check_same_device(x_seq, self.tau_logit, "learnable tau")
-        out = run_lif(
-            x_seq,
-            tau=self.current_tau(),
-            v_threshold=self.v_threshold,
-            v_reset=self.v_reset,
-            decay_input=self.decay_input,
-            detach_reset=self.detach_reset,
-            surrogate=self.surrogate,
-            backend=self.backend,
-            return_membrane=self.return_membrane,
-        )
+        out = run_neuron(x_seq, self.current_tau(), lif_spec(self), self.backend, self.return_membrane)
         return _mark_spikes(out)
 
     def extra_repr(self) -> str:
@@ -148,16 +145,10 @@ class IF(nn.Module):
 
     def forward(self, x_seq: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         _check_input(x_seq, "IF")
-        out = run_if(
-            x_seq,
-            v_threshold=self.v_threshold,
-            v_reset=self.v_reset,
-            detach_reset=self.detach_reset,
-            surrogate=self.surrogate,
-            backend=self.backend,
-            return_membrane=self.return_membrane,
+        spec = NeuronSpec(
+            CHARGE_IF, float(self.v_threshold), self.v_reset, bool(self.detach_reset), self.surrogate
         )
-        return _mark_spikes(out)
+        return _mark_spikes(run_neuron(x_seq, None, spec, self.backend, self.return_membrane))
 
     def extra_repr(self) -> str:
         return (

@@ -9,10 +9,9 @@ computed on the [T * B, C, H, W] layout directly, without permuting or copying:
 - H branch: y[m, c, :, w] = W_h @ x[m, c, :, w] + b, a batched matmul over the (m, c) planes;
 - BatchNorm over positions: the statistic of position p pools every other axis. BN(N) runs on a copy
   laid out [T, N, rest] (positions in the channel slot, T leading for the neuron): [T, W, B * C * H, 1]
-  for W, [T, H, B * C, W] for H. The contiguous views that would need no copy ([M * C * H, W, 1, 1]) put
-  a handful of channels with an image size of 1 before PyTorch's CPU BatchNorm, which then runs 5 to 15
-  times slower than on this layout; the copy costs far less. The branch's spikes come back as a strided
-  [T, B, C, H, W] view, and the concatenation that follows is the one copy back.
+  for W, [T, H, B * C, W] for H. The views that would need no copy ([M * C * H, W, 1, 1]) make PyTorch's
+  CPU BatchNorm several times slower, which costs far more than the copy. The branch's spikes come back as
+  a strided [T, B, C, H, W] view, and the concatenation that follows is the one copy back.
 
 ``AxialProjection`` subclasses ``nn.Conv2d`` so that its parameters are shaped as the authors' (weights
 map one to one) and tools that recognise convolutions (MAC counts, binary-input checks) see it as one.
@@ -135,12 +134,8 @@ class AxialTokenMixing(nn.Module):
         self.proj_h = AxialProjection(n, "h")
         self.norm_h = nn.BatchNorm2d(n)
         self.lif_h = neuron_layer()
-        if identity_norm:
-            self.identity_norm = nn.BatchNorm2d(dim)
-            self.identity_lif = neuron_layer()
-        else:
-            self.identity_norm = None
-            self.identity_lif = None
+        self.identity_norm = nn.BatchNorm2d(dim) if identity_norm else None
+        self.identity_lif = neuron_layer() if identity_norm else None
         self.fuse = nn.Conv2d(3 * dim, dim, kernel_size=1, bias=False)
         self.fuse_norm = nn.BatchNorm2d(dim)
         self.memory = memory or MemorySaving()

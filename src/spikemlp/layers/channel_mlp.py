@@ -28,13 +28,8 @@ from .memory_saving import MemorySaving
 CHANNEL_BN_MODES = ("token", "channel")
 
 
-def _same(y: torch.Tensor) -> torch.Tensor:
-    return y
-
-
-def _rows(y: torch.Tensor) -> torch.Tensor:
-    """[M, L, D] -> [M * L, D]: BatchNorm1d(D) then normalises per channel."""
-    return y.flatten(0, 1)
+# How norm1 sees fc1's output [M, L, D]: as is (BN1d(L), per token), or as rows [M * L, D] (per channel).
+_BN_VIEW = {"token": lambda y: y, "channel": lambda y: y.flatten(0, 1)}
 
 
 class ChannelMLP(nn.Module):
@@ -85,7 +80,7 @@ class ChannelMLP(nn.Module):
         T, B, C, H, W = x.shape
         tokens = self._tokens(x)
         # fc1, BN and the neuron, fused in training as ``self.memory`` says.
-        view = _same if self.channel_bn == "token" else _rows
+        view = _BN_VIEW[self.channel_bn]
         y = self.memory.projection_bn_lif(tokens, self.fc1, F.linear, view, self.norm1, self.lif, T)
         y = self._norm(self.norm2, self.fc2(y))
         return y.transpose(1, 2).unflatten(2, (H, W)).unflatten(0, (T, B))

@@ -135,9 +135,7 @@ def _running_update(bn: nn.Module):
         momentum = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
     else:
         momentum = 0.0
-    if not bn.track_running_stats:
-        return momentum, None, None
-    return momentum, bn.running_mean, bn.running_var
+    return (momentum, bn.running_mean, bn.running_var) if bn.track_running_stats else (momentum, None, None)
 
 
 def projection_batch_norm_lif(

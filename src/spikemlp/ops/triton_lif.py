@@ -36,11 +36,7 @@ _ROUND_CODES = {torch.float32: _ROUND_NONE, torch.bfloat16: _ROUND_BF16, torch.f
 
 
 def unavailable_reason() -> str | None:
-    if _IMPORT_ERROR is not None:
-        return _IMPORT_ERROR
-    if not torch.cuda.is_available():
-        return "no CUDA device is available"
-    return None
+    return _IMPORT_ERROR or (None if torch.cuda.is_available() else "no CUDA device is available")
 
 
 if triton is not None:

@@ -13,16 +13,12 @@ computed on the [T * B, C, H, W] layout directly, without permuting or copying:
   CPU BatchNorm several times slower, which costs far more than the copy. The branch's spikes come back as
   a strided [T, B, C, H, W] view, and the concatenation that follows is the one copy back.
 
-``AxialProjection`` subclasses ``nn.Conv2d`` so that its parameters are shaped as the authors' (weights
-map one to one) and tools that recognise convolutions (MAC counts, binary-input checks) see it as one.
-Its MACs are (output elements) x N, as for the authors' 1x1 convolution.
+``AxialProjection`` subclasses ``nn.Conv2d`` so that its parameters are shaped as the authors' and tools
+that recognise convolutions (MAC counts, binary-input checks) see it as one ((output elements) x N MACs).
 
 The block's output u = BN(Conv1x1(concat[x, x_h, x_w])) is real-valued; the model adds it to the stage
-state before a neuron. In MLP-S (the no-SPE ablation) the identity branch is LIF(BN(x)) instead of x.
-
-This block has one forward, the training and reference one; its memory use is ``memory``'s
-(``layers.memory_saving``). Other executions are other modules with the same children: the folded block
-(``spikemlp.mfi.fold``) and the spike-kernel block (``layers.spike_kernel_blocks``).
+state before a neuron. Its memory use is ``memory``'s (``layers.memory_saving``); the folded and the
+spike-kernel blocks are twins with the same children (``spikemlp.mfi.fold``, ``layers.spike_kernel_blocks``).
 """
 
 from __future__ import annotations
@@ -113,8 +109,7 @@ def positional_batch_norm(bn: nn.BatchNorm2d, y: torch.Tensor, axis: str) -> tor
 class AxialTokenMixing(nn.Module):
     """Token block: spikes x [T, B, C, N, N] -> real-valued u [T, B, C, N, N].
 
-    ``identity_norm=True`` gives MLP-S's identity branch LIF(BN(x)) (docs/mlp_spe.md#variants); the default is
-    x itself.
+    ``identity_norm=True`` gives MLP-S's identity branch LIF(BN(x)) (docs/mlp_spe.md#variants), not x.
     """
 
     def __init__(

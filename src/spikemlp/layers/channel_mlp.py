@@ -8,10 +8,8 @@ one statistic per channel, pooled over time, batch and positions, as usual for a
 
 The tokens view of a [T * B, C, H, W] tensor is a transpose; one token-major copy of the spikes is made
 for the first Linear (PyTorch would make it inside the Linear otherwise; made here, it is declared binary
-so that autograd can keep it compactly), and everything after it is token-major and contiguous.
-
-One forward here (training and reference); the folded block and the spike-kernel block are twins with
-the same children (``spikemlp.mfi.fold``, ``layers.spike_kernel_blocks``).
+so that autograd can keep it compactly), and everything after it is token-major and contiguous. The
+folded and the spike-kernel blocks are twins (``spikemlp.mfi.fold``, ``layers.spike_kernel_blocks``).
 """
 
 from __future__ import annotations

@@ -95,8 +95,7 @@ class SpikeKernelChannelMLP(ChannelMLP):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_grid(*x.shape[-2:])
-        affine1 = spike_matmul.inference_affine(self.norm1)
-        affine2 = spike_matmul.inference_affine(self.norm2)
+        affine1, affine2 = (spike_matmul.inference_affine(bn) for bn in (self.norm1, self.norm2))
         layers = (self.fc1, self.fc2, self.norm1, self.norm2)
         if affine1 is None or affine2 is None or not spike_matmul.applies(layers, x):
             return super().forward(x)

@@ -32,14 +32,6 @@ def _check_input(x_seq: torch.Tensor, name: str) -> None:
         raise TypeError(f"{name} expects a floating-point input, got {x_seq.dtype}; convert with x.float()")
 
 
-def _check_same_device(x_seq: torch.Tensor, param: torch.Tensor, what: str) -> None:
-    if param.device != x_seq.device:
-        raise ValueError(
-            f"LIF input is on {x_seq.device} but its {what} is on {param.device}; move the module to the "
-            f"input's device with .to({str(x_seq.device)!r})"
-        )
-
-
 def _mark_spikes(out):
     """Declare the spikes binary, so that autograd may keep them compactly (``spike_storage``)."""
     mark_binary(out[0] if isinstance(out, tuple) else out)
@@ -90,24 +82,23 @@ class LIF(nn.Module):
         self.decay_input = bool(decay_input)
         self.backend = backend
         self.return_membrane = return_membrane
-        if learnable_tau:
-            # PLIF: 1/tau = sigmoid(w), w initialised so that tau starts at the given value.
-            self.tau_logit = nn.Parameter(torch.tensor(-math.log(tau - 1.0)))
-        else:
-            self.tau_logit = None
+        # PLIF: 1/tau = sigmoid(w), w initialised so that tau starts at the given value.
+        self.tau_logit = nn.Parameter(torch.tensor(-math.log(tau - 1.0))) if learnable_tau else None
+        if not learnable_tau:
             self.tau = float(tau)
 
     def current_tau(self) -> float | torch.Tensor:
         """tau as a float, or as a 0-dim tensor (1 / sigmoid(tau_logit)) when it is learnable."""
-        if self.tau_logit is not None:
-            return 1.0 / torch.sigmoid(self.tau_logit)
-        return self.tau
+        return self.tau if self.tau_logit is None else 1.0 / torch.sigmoid(self.tau_logit)
 
     def forward(self, x_seq: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Spikes [T, ...] (same dtype as the input), or (spikes, membrane after reset) if return_membrane."""
         _check_input(x_seq, "LIF")
-        if self.tau_logit is not None:
-            _check_same_device(x_seq, self.tau_logit, "learnable tau")
+        if self.tau_logit is not None and self.tau_logit.device != x_seq.device:
+            raise ValueError(
+                f"LIF input is on {x_seq.device} but its learnable tau is on {self.tau_logit.device}; move "
+                f"the module to the input's device with .to({str(x_seq.device)!r})"
+            )
         out = run_neuron(x_seq, self.current_tau(), lif_spec(self), self.backend, self.return_membrane)
         return _mark_spikes(out)
 

@@ -98,8 +98,7 @@ class PackedWeight:
         packed = [None if ref is None else ref() for ref in self._refs]
         if packed[0] is not weight or packed[1] is not bias or key != self._key:
             with torch.no_grad():
-                self.wt, self.bias, _ = pack(weight, bias, dtype)
-            self.table = None
+                self.wt, self.bias, self.table = pack(weight, bias, dtype)  # the table: on demand, below
             self._refs = tuple(None if t is None else weakref.ref(t) for t in (weight, bias))
             self._key = key
         if grouped and self.table is None:

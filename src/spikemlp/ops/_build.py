@@ -81,10 +81,8 @@ def _compile(compiler: str, args: list[str]) -> None:
 
 
 class NativeLibrary:
-    """One kernel library, built and loaded once per process on first use.
-
-    ``declare(lib)`` sets the ctypes signatures of its functions.
-    """
+    """A kernel library, built and loaded once per process on first use (``declare(lib)`` sets its ctypes
+    signatures)."""
 
     def __init__(self, source: Path, declare: Callable[[ctypes.CDLL], None]) -> None:
         self.source = source

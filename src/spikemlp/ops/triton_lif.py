@@ -179,8 +179,7 @@ def _as_storage(value: float, dtype: torch.dtype) -> float:
 def _constants(x: torch.Tensor, tau, tau_value, mode, v_threshold, v_reset, hard_reset) -> dict:
     """Kernel constants reproducing PyTorch's arithmetic for this device, dtype and kind of tau (the
     operators' arguments: ``tau`` a 0-dim tensor, else the number ``tau_value``; none for IF)."""
-    dtype = x.dtype
-    on_cuda = x.device.type == "cuda"
+    dtype, on_cuda = x.dtype, x.device.type == "cuda"
     tensor_tau = tau is not None and mode != CHARGE_IF
     tau_value = float(tau.detach()) if tensor_tau else (1.0 if mode == CHARGE_IF else float(tau_value))
     # CPU divides by the number; CUDA multiplies by the fp32 reciprocal of a Python number, but divides by

@@ -16,7 +16,7 @@ import warnings
 import pytest
 import torch
 
-from spikemlp.neurons import IF, LIF, backends
+from spikemlp.neurons import IF, LIF
 from spikemlp.neurons import surrogate as sg
 from spikemlp.neurons.neuron_spec import NeuronSpec
 from spikemlp.ops import lif as lif_ops
@@ -166,15 +166,15 @@ def test_cpp_accepts_non_contiguous_input(cpp_ready):
 def test_auto_uses_the_fused_kernel_on_cpu(cpp_ready):
     x = random_input(torch.float32)
     spec = NeuronSpec(1, 1.0, 0.0, True, sg.Sigmoid())
-    assert backends.select_backend("auto", x, spec) == "cpp"
-    assert backends.select_backend("auto", x.to(torch.bfloat16), spec) == "cpp"
+    assert select.select_backend("auto", x, spec) == "cpp"
+    assert select.select_backend("auto", x.to(torch.bfloat16), spec) == "cpp"
 
 
 def test_auto_keeps_the_kernel_under_torch_compile(monkeypatch, cpp_ready):
     # While torch.compile traces, the LIF operator is one node of the graph: auto still picks it.
     monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
     spec = NeuronSpec(1, 1.0, 0.0, True, sg.Sigmoid())
-    assert backends.select_backend("auto", random_input(torch.float32), spec) == "cpp"
+    assert select.select_backend("auto", random_input(torch.float32), spec) == "cpp"
 
 
 class CustomSurrogate(sg.Sigmoid):
@@ -236,7 +236,7 @@ def test_unsupported_dtype_on_explicit_cpp(cpp_ready):
     x = torch.randn(3, 4, dtype=torch.complex64)
     spec = NeuronSpec(1, 1.0, 0.0, True, sg.Sigmoid())
     with pytest.raises(RuntimeError, match="'cpp' is unavailable: backend 'cpp' supports"):
-        backends.select_backend("cpp", x, spec)
+        select.select_backend("cpp", x, spec)
 
 
 # --- Triton -------------------------------------------------------------------------------------------
@@ -328,7 +328,7 @@ def test_triton_kernels_match_reference_on_cuda():
 def test_auto_on_cuda_uses_triton_and_matches_reference(dtype):
     x = random_input(dtype).cuda()
     spec = NeuronSpec(1, 1.0, 0.0, True, sg.Sigmoid())
-    assert backends.select_backend("auto", x, spec) == "triton"
+    assert select.select_backend("auto", x, spec) == "triton"
     (s0, v0, g0), (s1, v1, g1) = run_both(lambda b: LIF(backend=b, return_membrane=True), x, "triton")
     assert torch.equal(s1, s0) and torch.equal(v1, v0)
     torch.testing.assert_close(g1, g0, **grad_tolerance(dtype, g0))

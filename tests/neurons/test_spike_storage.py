@@ -23,7 +23,7 @@ def _grads(compact: bool):
     with compact_saved_spikes(compact):
         s = mark_binary(_spikes(4, 5, 8) * (x > -100))  # spikes that depend on x (a non-leaf)
         y = F.linear(s.flatten(0, 1), w).square().sum() + torch.matmul(s.transpose(1, 2), u).square().sum()
-        packed = dict(spike_storage._active()[-1].packed) if compact else {}
+        packed = dict(spike_storage._local.stack[-1].packed) if compact else {}
     y.backward()
     return (w.grad, u.grad), packed
 
@@ -44,13 +44,13 @@ def test_unmarked_tensors_are_saved_as_they_are():
     x = torch.rand(2, 4)
     with compact_saved_spikes():
         F.linear(x, w).sum().backward()
-        assert not spike_storage._active()[-1].packed
+        assert not spike_storage._local.stack[-1].packed
     torch.testing.assert_close(w.grad, x.sum(0).expand(3, 4))
 
 
 def test_a_freed_spike_tensor_is_forgotten():
     with compact_saved_spikes():
-        registry = spike_storage._active()[-1]
+        registry = spike_storage._local.stack[-1]
         s = mark_binary(_spikes(16, 16).requires_grad_(False))
         assert len(registry.spikes) == 1
         del s
@@ -60,6 +60,6 @@ def test_a_freed_spike_tensor_is_forgotten():
 
 def test_outside_the_context_or_without_grad_nothing_is_marked():
     s = _spikes(3, 3)
-    assert mark_binary(s) is s and not spike_storage._active()
+    assert mark_binary(s) is s and not spike_storage._local.stack
     with torch.no_grad(), compact_saved_spikes():
         assert not spike_storage.is_compacting()

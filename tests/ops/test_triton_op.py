@@ -75,11 +75,21 @@ TAU_CHECK = textwrap.dedent(
     results = []
     spec = NeuronSpec(1, 1.0, 0.0, True, sg.Sigmoid())
     tau = torch.tensor(1.7)
+    real = triton_lif._constants
+
+    def run(x, fp32_tau=False):  # the CUDA implementation with CUDA's constants, on CPU tensors
+        def cuda_constants(*args):
+            c = real(*args, device_type="cuda")
+            return dict(c, tau=1.7, tau_value=1.7) if fp32_tau else c
+
+        triton_lif._constants = cuda_constants
+        s, v, _ = triton_lif._lif_forward_cuda(*triton_lif.lif.forward_args(x, tau, spec, True))
+        return s, v
+
     for dtype in (torch.bfloat16, torch.float16):
         x = (torch.randn(4, 2048, generator=torch.Generator().manual_seed(0)) * 1.5 + 0.6).to(dtype)
-        c = triton_lif._constants(x, tau, spec, "cuda")
-        s, _, v = triton_lif._forward(x, c, spec, False, True)
-        _, _, v_fp32_tau = triton_lif._forward(x, dict(c, tau=1.7, tau_value=1.7), spec, False, True)
+        s, v = run(x)
+        _, v_fp32_tau = run(x, fp32_tau=True)
         want_s, want_v = lif_reference(x, tau.to(dtype), 1.0, 0.0, True, True, sg.Sigmoid(), True)
         _, plain_v = lif_reference(x, tau, 1.0, 0.0, True, True, sg.Sigmoid(), True)
         results.append(dict(dtype=str(dtype), equal=torch.equal(s, want_s) and torch.equal(v, want_v),

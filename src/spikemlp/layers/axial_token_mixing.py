@@ -9,21 +9,16 @@ computed on the [T * B, C, H, W] layout directly, without permuting or copying:
 - H branch: y[m, c, :, w] = W_h @ x[m, c, :, w] + b, a batched matmul over the (m, c) planes;
 - BatchNorm over positions: the statistic of position p pools every other axis. BN(N) runs on a copy
   laid out [T, N, rest] (positions in the channel slot, T leading for the neuron): [T, W, B * C * H, 1]
-  for W, [T, H, B * C, W] for H. The contiguous views that would need no copy ([M * C * H, W, 1, 1]) put
-  a handful of channels with an image size of 1 before PyTorch's CPU BatchNorm, which then runs 5 to 15
-  times slower than on this layout; the copy costs far less. The branch's spikes come back as a strided
-  [T, B, C, H, W] view, and the concatenation that follows is the one copy back.
+  for W, [T, H, B * C, W] for H. The views that would need no copy ([M * C * H, W, 1, 1]) make PyTorch's
+  CPU BatchNorm several times slower, which costs far more than the copy. The branch's spikes come back as
+  a strided [T, B, C, H, W] view, and the concatenation that follows is the one copy back.
 
-``AxialProjection`` subclasses ``nn.Conv2d`` so that its parameters are shaped as the authors' (weights
-map one to one) and tools that recognise convolutions (MAC counts, binary-input checks) see it as one.
-Its MACs are (output elements) x N, as for the authors' 1x1 convolution.
+``AxialProjection`` subclasses ``nn.Conv2d`` so that its parameters are shaped as the authors' and tools
+that recognise convolutions (MAC counts, binary-input checks) see it as one ((output elements) x N MACs).
 
 The block's output u = BN(Conv1x1(concat[x, x_h, x_w])) is real-valued; the model adds it to the stage
-state before a neuron. In MLP-S (the no-SPE ablation) the identity branch is LIF(BN(x)) instead of x.
-
-This block has one forward, the training and reference one; its memory use is ``memory``'s
-(``layers.memory_saving``). Other executions are other modules with the same children: the folded block
-(``spikemlp.mfi.fold``) and the spike-kernel block (``layers.spike_kernel_blocks``).
+state before a neuron. Its memory use is ``memory``'s (``layers.memory_saving``); the folded and the
+spike-kernel blocks are twins with the same children (``spikemlp.mfi.fold``, ``layers.spike_kernel_blocks``).
 """
 
 from __future__ import annotations
@@ -114,8 +109,7 @@ def positional_batch_norm(bn: nn.BatchNorm2d, y: torch.Tensor, axis: str) -> tor
 class AxialTokenMixing(nn.Module):
     """Token block: spikes x [T, B, C, N, N] -> real-valued u [T, B, C, N, N].
 
-    ``identity_norm=True`` gives MLP-S's identity branch LIF(BN(x)) (docs/mlp_spe.md#variants); the default is
-    x itself.
+    ``identity_norm=True`` gives MLP-S's identity branch LIF(BN(x)) (docs/mlp_spe.md#variants), not x.
     """
 
     def __init__(
@@ -135,12 +129,8 @@ class AxialTokenMixing(nn.Module):
         self.proj_h = AxialProjection(n, "h")
         self.norm_h = nn.BatchNorm2d(n)
         self.lif_h = neuron_layer()
-        if identity_norm:
-            self.identity_norm = nn.BatchNorm2d(dim)
-            self.identity_lif = neuron_layer()
-        else:
-            self.identity_norm = None
-            self.identity_lif = None
+        self.identity_norm = nn.BatchNorm2d(dim) if identity_norm else None
+        self.identity_lif = neuron_layer() if identity_norm else None
         self.fuse = nn.Conv2d(3 * dim, dim, kernel_size=1, bias=False)
         self.fuse_norm = nn.BatchNorm2d(dim)
         self.memory = memory or MemorySaving()

@@ -8,10 +8,8 @@ one statistic per channel, pooled over time, batch and positions, as usual for a
 
 The tokens view of a [T * B, C, H, W] tensor is a transpose; one token-major copy of the spikes is made
 for the first Linear (PyTorch would make it inside the Linear otherwise; made here, it is declared binary
-so that autograd can keep it compactly), and everything after it is token-major and contiguous.
-
-One forward here (training and reference); the folded block and the spike-kernel block are twins with
-the same children (``spikemlp.mfi.fold``, ``layers.spike_kernel_blocks``).
+so that autograd can keep it compactly), and everything after it is token-major and contiguous. The
+folded and the spike-kernel blocks are twins (``spikemlp.mfi.fold``, ``layers.spike_kernel_blocks``).
 """
 
 from __future__ import annotations
@@ -28,13 +26,8 @@ from .memory_saving import MemorySaving
 CHANNEL_BN_MODES = ("token", "channel")
 
 
-def _same(y: torch.Tensor) -> torch.Tensor:
-    return y
-
-
-def _rows(y: torch.Tensor) -> torch.Tensor:
-    """[M, L, D] -> [M * L, D]: BatchNorm1d(D) then normalises per channel."""
-    return y.flatten(0, 1)
+# How norm1 sees fc1's output [M, L, D]: as is (BN1d(L), per token), or as rows [M * L, D] (per channel).
+_BN_VIEW = {"token": lambda y: y, "channel": lambda y: y.flatten(0, 1)}
 
 
 class ChannelMLP(nn.Module):
@@ -85,7 +78,7 @@ class ChannelMLP(nn.Module):
         T, B, C, H, W = x.shape
         tokens = self._tokens(x)
         # fc1, BN and the neuron, fused in training as ``self.memory`` says.
-        view = _same if self.channel_bn == "token" else _rows
+        view = _BN_VIEW[self.channel_bn]
         y = self.memory.projection_bn_lif(tokens, self.fc1, F.linear, view, self.norm1, self.lif, T)
         y = self._norm(self.norm2, self.fc2(y))
         return y.transpose(1, 2).unflatten(2, (H, W)).unflatten(0, (T, B))

@@ -10,10 +10,10 @@ gradients and BatchNorm statistics are bit for bit those of the plain layers (te
   backward (``spikemlp.neurons.bn_lif.batch_norm_lif``);
 - ``recompute_projection``: an axial projection or the channel MLP's first Linear, followed by BN and a
   neuron, keeps its input spikes (compact) instead of its output, and recomputes the output in the
-  backward (``projection_batch_norm_lif``); about 8% more time per step, about 20% less peak memory.
+  backward (``projection_batch_norm_lif``).
 
-All on halves training memory; all off (``memory_saving=False``) trains 15-25% faster where memory is no
-concern, such as the CPU speed run's small model (BENCHMARKS.md).
+All on keeps the least for the backward; all off (``memory_saving=False``) trains faster where memory is
+no concern, such as the CPU speed run's small model (figures in BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -24,11 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..neurons.bn_lif import batch_norm_lif, projection_batch_norm_lif
-
-
-def _view_back(z: torch.Tensor, shape: torch.Size) -> torch.Tensor:
-    return z.view(shape)
+from ..neurons.bn_lif import projection_batch_norm_lif
 
 
 @dataclass
@@ -45,19 +41,12 @@ class MemorySaving:
         return cls(compact_spikes=on, fused_bn_lif=on, recompute_projection=on)
 
     def projection_bn_lif(
-        self,
-        inp: torch.Tensor,
-        proj: nn.Module,
-        project: Callable,
-        bn_view: Callable,
-        bn: nn.Module,
-        lif: nn.Module,
-        T: int,
-        from_bn: Callable = _view_back,
+        self, inp, proj: nn.Module, project: Callable, bn_view: Callable, bn, lif, T: int, from_bn=None
     ) -> torch.Tensor:
         """Spikes ``from_bn(lif(bn(bn_view(proj(inp)))), y.shape)``, keeping for the backward what this
         setting says (arguments as for ``projection_batch_norm_lif``)."""
-        if self.recompute_projection:
-            return projection_batch_norm_lif(inp, proj, project, bn_view, bn, lif, T, from_bn)
-        y = proj(inp)
-        return from_bn(batch_norm_lif(bn_view(y), bn, lif, T, self.fused_bn_lif), y.shape)
+        # Where the recomputation falls back, it fuses BN and the neuron whatever ``fused_bn_lif`` says.
+        fuse = self.fused_bn_lif or self.recompute_projection
+        return projection_batch_norm_lif(
+            inp, proj, project, bn_view, bn, lif, T, from_bn, self.recompute_projection, fuse
+        )

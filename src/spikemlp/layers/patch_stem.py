@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 
 class TimeRepeatedBatchNorm2d(nn.BatchNorm2d):
@@ -56,12 +57,8 @@ class PatchStem(nn.Module):
 
     def forward(self, images: torch.Tensor, T: int) -> torch.Tensor:
         x = self.conv(images)
-        if isinstance(self.bn, nn.modules.batchnorm._BatchNorm) and not isinstance(
-            self.bn, TimeRepeatedBatchNorm2d
-        ):
-            # A plain BN put in its place (SyncBatchNorm under --sync-bn) takes no ``repeats``: same output;
-            # only its running variance's n / (n - 1) correction counts one copy instead of T.
-            h = self.bn(x)
-        else:
-            h = self.bn(x, repeats=T)
+        # A plain BN put in its place (SyncBatchNorm under --sync-bn) takes no ``repeats``: same output;
+        # only its running variance's n / (n - 1) correction counts one copy instead of T.
+        plain = isinstance(self.bn, _BatchNorm) and not isinstance(self.bn, TimeRepeatedBatchNorm2d)
+        h = self.bn(x) if plain else self.bn(x, repeats=T)
         return h.unsqueeze(0).expand(T, *h.shape)

@@ -1,15 +1,12 @@
 """The MLP-SPE blocks for CPU inference by the spike kernel, and the transform that swaps them in.
 
-``spike_kernels(model, True)`` replaces every token block and channel block by its twin here: the same
-child modules (so the same parameters, buffers and state-dict keys), another ``forward``. The twin's
-forward runs the block by ``spikemlp::spike_matmul`` (``layers.spike_matmul``): each output sums the
-weights of its active inputs only, the BatchNorms are epilogues or are folded into the axial maps, and
-the channel MLP's hidden neuron runs inside its first product. Where the kernel cannot take the call
-(gradients wanted, hooks observing the layers, BatchNorm on batch statistics, not the CPU, another
-dtype: ``spike_matmul.applies``) the twin is the block it replaced and runs its forward. Same values as
-the dense blocks up to float rounding (tests/models/test_spike_kernels.py).
-
-``spike_kernels(model, False)`` puts the dense blocks back and frees the packed weights.
+``spike_kernels(model, True)`` replaces every token and channel block by its twin here: the same child
+modules (parameters, buffers, state-dict keys), another ``forward``, which runs the block by
+``spikemlp::spike_matmul`` (``layers.spike_matmul``): the BatchNorms are epilogues or are folded into the
+axial maps, and the channel MLP's hidden neuron runs inside its first product. Where the kernel cannot
+take the call (``spike_matmul.applies``: gradients, hooks, BatchNorm on batch statistics, not the CPU,
+another dtype) the twin runs the dense block's forward. Same values up to float rounding
+(tests/models/test_spike_kernels.py). ``spike_kernels(model, False)`` puts the dense blocks back.
 """
 
 from __future__ import annotations
@@ -98,25 +95,21 @@ class SpikeKernelChannelMLP(ChannelMLP):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_grid(*x.shape[-2:])
-        affine1 = spike_matmul.inference_affine(self.norm1)
-        affine2 = spike_matmul.inference_affine(self.norm2)
+        affine1, affine2 = (spike_matmul.inference_affine(bn) for bn in (self.norm1, self.norm2))
         layers = (self.fc1, self.fc2, self.norm1, self.norm2)
         if affine1 is None or affine2 is None or not spike_matmul.applies(layers, x):
             return super().forward(x)
         T, B, C, H, W = x.shape
         per = "row_affine" if self.channel_bn == "token" else "col_affine"  # BN per token or per channel
         planes = x.reshape(T * B, C, H * W)
-        fc1 = (self.fc1.weight, self.fc1.bias, self._packed[0])
-        if spike_matmul.fused_neuron(self.lif) is not None:
-            # The neuron in fc1's epilogue: its spikes come out as bytes, fc1's outputs are never stored.
-            spikes = spike_matmul.spike_matmul(
-                [planes], *fc1, planar_in=True, planar_out=False, grouped=True, neuron=(T, self.lif),
-                **{per: affine1},
-            )  # fmt: skip
-        else:
-            y = spike_matmul.spike_matmul([planes], *fc1, planar_in=True, planar_out=False, grouped=True,
-                                          **{per: affine1})  # fmt: skip
-            spikes = self.lif(y.unflatten(0, (T, B))).flatten(0, 1)  # [T * B, H * W, hidden]
+        # The neuron in fc1's epilogue where it can be: its spikes come out as bytes, fc1's outputs are
+        # never stored. Otherwise it runs as itself on fc1's outputs.
+        fused = spike_matmul.fused_neuron(self.lif) is not None
+        y = spike_matmul.spike_matmul(
+            [planes], self.fc1.weight, self.fc1.bias, self._packed[0], planar_in=True, planar_out=False,
+            grouped=True, neuron=(T, self.lif) if fused else None, **{per: affine1},
+        )  # fmt: skip
+        spikes = y if fused else self.lif(y.unflatten(0, (T, B))).flatten(0, 1)  # [T * B, H * W, hidden]
         y = spike_matmul.spike_matmul(
             [spikes], self.fc2.weight, self.fc2.bias, self._packed[1], planar_in=False, planar_out=True,
             dtype=x.dtype, **{per: affine2},

@@ -1,27 +1,19 @@
 """Spike-driven products for inference on the CPU: Linear and 1x1 convolution that skip zero inputs.
 
-Every synaptic layer of MLP-SPE after the stem sees spikes, most of them 0. ``spike_matmul`` computes
-what a Linear or a 1x1 convolution computes, with the operator ``spikemlp::spike_matmul`` (``spikemlp.ops``;
-a C++ kernel, ops/csrc/spike_matmul_cpu.cpp) that adds,
-for each output, the weight rows of its active inputs only: the work falls with the firing rate, and on
-0/1 inputs no weight is multiplied. Non-binary inputs are still computed correctly (value x weight row).
-It reads its input where it lies (token rows or NCHW planes, a concatenation as its separate parts),
-writes either layout, and can apply an inference BatchNorm on the way out (per output channel or per
-position), so the layers around it need no transposes, concatenations or BN passes.
+``spike_matmul`` computes what a Linear or a 1x1 convolution computes with the operator
+``spikemlp::spike_matmul`` (``spikemlp.ops.spike_matmul``), which adds, for each output, the weight rows
+of its active inputs only: the work falls with the firing rate, and on 0/1 inputs no weight is multiplied
+(other inputs are still computed correctly). It reads its input where it lies (token rows or NCHW
+planes, a concatenation as its separate parts), writes either layout, and can apply an inference
+BatchNorm on the way out, so the layers around it need no transposes, concatenations or BN passes. For
+the layers that feed a neuron, ``grouped`` adds precomputed sums of weight rows on dense rows, and
+``neuron`` runs the LIF that follows in the kernel's epilogue, writing only its spikes (as bytes).
 
-Two options for the layers that feed a neuron: ``grouped`` (dense rows add precomputed sums of up to four
-weight rows: about half the additions at half of the inputs active, for a table four times the weights),
-and ``neuron`` (the LIF layer that follows runs in the kernel's epilogue, and only its spikes are written,
-as bytes, which the next product reads directly: the layer's pre-activations are never stored).
-
-Results differ from PyTorch's dense path only by float rounding (sums in another order); the tests
-compare with float64 products and, on sums that are exact, bit for bit. This is an inference path: no
-autograd, CPU, float32 and float64; ``available(x)`` says whether it applies.
-
-Packed weights: in eager mode a :class:`PackedWeight` keeps each layer's packed copy between calls. While
-torch.compile traces, the packing is written as plain tensor ops in the graph instead (:func:`pack`;
-a cache keyed on storage addresses cannot be traced), so the product traces with ``fullgraph=True``;
-the packing is small next to the product (a copy of the weights, four for the grouped table).
+Results differ from PyTorch's dense path only by float rounding (sums in another order). An inference
+path: no autograd, CPU, float32 and float64; ``available(x)`` says whether it applies. In eager mode a
+:class:`PackedWeight` keeps each layer's packed weights between calls; while torch.compile traces, the
+packing is plain tensor ops in the graph (:func:`pack`; a cache keyed on storage addresses cannot be
+traced), so the product traces with ``fullgraph=True``.
 """
 
 from __future__ import annotations
@@ -33,8 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..neurons.bn_lif import lif_spec, observed
-from ..neurons.lif import LIF
+from ..neurons.bn_lif import observed
+from ..neurons.lif import LIF, lif_spec
 from ..neurons.neuron_spec import NeuronSpec
 from ..ops import select
 from ..ops import spike_matmul as _op
@@ -44,9 +36,6 @@ __all__ = [
     "PackedWeight", "applies", "available", "fused_neuron", "grouped_sums", "inference_affine",
     "spike_conv1x1", "spike_linear", "spike_matmul", "unavailable_reason",
 ]  # fmt: skip
-
-_DTYPE_CODES = _op.DTYPE_CODES
-_MAX_SEGMENTS = _op.MAX_SEGMENTS
 
 
 def unavailable_reason() -> str | None:
@@ -85,7 +74,7 @@ class PackedWeight:
     (deepcopy, pickle) repack for their own weights on first use."""
 
     def __init__(self) -> None:
-        self._refs: tuple = ()
+        self._refs: tuple = (None, None)  # weak references to the packed weight and bias
         self._key = None
         self.wt = self.bias = self.table = None
 
@@ -106,16 +95,11 @@ class PackedWeight:
         self, weight: torch.Tensor, bias: torch.Tensor | None, dtype: torch.dtype, grouped: bool = False
     ) -> PackedWeight:
         key = (self._state(weight), self._state(bias), dtype)
-        same = (
-            len(self._refs) == 2
-            and self._refs[0]() is weight
-            and (bias is None if self._refs[1] is None else self._refs[1]() is bias)
-        )
-        if not same or key != self._key:
+        packed = [None if ref is None else ref() for ref in self._refs]
+        if packed[0] is not weight or packed[1] is not bias or key != self._key:
             with torch.no_grad():
-                self.wt, self.bias, _ = pack(weight, bias, dtype)
-            self.table = None
-            self._refs = (weakref.ref(weight), None if bias is None else weakref.ref(bias))
+                self.wt, self.bias, self.table = pack(weight, bias, dtype)  # the table: on demand, below
+            self._refs = tuple(None if t is None else weakref.ref(t) for t in (weight, bias))
             self._key = key
         if grouped and self.table is None:
             self.table = grouped_sums(self.wt)
@@ -162,32 +146,18 @@ def spike_matmul(
 ) -> torch.Tensor:
     """y = x @ weight^T + bias over the channels of x, then optional inference affines, for spikes x.
 
-    x is the concatenation over channels of ``segments`` (1 to 3 tensors, not copied): each [M, K_s, P]
-    if ``planar_in`` (NCHW planes, P = H * W), else [M, P, K_s] (token rows). ``weight`` is [D, sum K_s]
-    (a Linear's, or a 1x1 convolution's [D, K, 1, 1]). ``col_affine`` (scale, shift) [D] applies per
-    output channel, then ``row_affine`` [P] per position. Returns [M, D, P] if ``planar_out``, else
-    [M, P, D]. ``grouped``: rows of 0/1 inputs with at least 20% of them active add precomputed sums of
-    up to four weight rows (``grouped_sums``: a table four times the weights, kept in ``packed``) instead
-    of the rows one by one; fewer additions on dense rows, same values up to rounding.
+    x is the channel concatenation of ``segments`` (1 to 3 tensors, not copied): each [M, K_s, P] if
+    ``planar_in`` (NCHW planes, P = H * W), else [M, P, K_s]. ``weight``: [D, sum K_s] (or a 1x1
+    convolution's [D, K, 1, 1]). ``col_affine`` (scale, shift) [D] applies per output channel, then
+    ``row_affine`` [P] per position. Returns [M, D, P] if ``planar_out``, else [M, P, D]. ``grouped``:
+    rows of 0/1 inputs with at least 20% of them active add precomputed sums of up to four weight rows
+    (``grouped_sums``, kept in ``packed``) instead of the rows one by one; same values up to rounding.
 
-    ``neuron`` (T, an LIF layer that ``fused_neuron`` accepts): the outputs, images ordered [T, B],
-    charge the neuron in the kernel and its spikes are returned instead, as 0/1 bytes (uint8) in the
-    output layout: the spikes the layer would give on the outputs, without the outputs ever being
-    stored. Segments may be uint8 spikes (such as those); ``dtype`` then gives the weights' and sums'
-    dtype (otherwise the segments').
+    ``neuron`` (T, an LIF layer that ``fused_neuron`` accepts): the outputs, images ordered [T, B], charge
+    the neuron in the kernel and its spikes come back instead, as uint8 0/1 in the output layout (the
+    outputs are never stored). Segments may be uint8 spikes; ``dtype`` then gives the compute dtype.
     """
-    first, dtype = _check_segments(segments, planar_in, dtype)
-    D, K = weight.shape[0], weight[0].numel()
-    channels = sum(s.shape[1 if planar_in else 2] for s in segments)
-    if weight.device.type != "cpu" or (bias is not None and bias.device.type != "cpu"):
-        raise ValueError(f"spike_matmul runs on the CPU; the weight is on {weight.device}")
-    if channels != K:
-        raise ValueError(f"spike_matmul: the input has {channels} channels, the weight expects {K}")
-    P = first.shape[2 if planar_in else 1]
-    for name, affine, n in (("col_affine", col_affine, D), ("row_affine", row_affine, P)):
-        if affine is not None and any(t.shape != (n,) for t in affine):
-            raise ValueError(f"spike_matmul: {name} must be two tensors [{n}], got "
-                             f"{[tuple(t.shape) for t in affine]}")  # fmt: skip
+    dtype = _checked_dtype(segments, weight, bias, planar_in, dtype, col_affine, row_affine)
     if torch.compiler.is_compiling():
         wt, padded_bias, table = pack(weight, bias, dtype, grouped)
     else:
@@ -195,33 +165,41 @@ def spike_matmul(
         wt, padded_bias, table = packed.wt, packed.bias, packed.table if grouped else None
     col = (None, None) if col_affine is None else [_pad_columns(t.to(dtype)) for t in col_affine]
     row = (None, None) if row_affine is None else [t.to(dtype).contiguous() for t in row_affine]
-    T, mode, hard, tau, v_th, v_reset = _neuron_numbers(neuron, first.shape[0])
+    T, mode, hard, tau, v_th, v_reset = _neuron_numbers(neuron, segments[0].shape[0])
     return torch.ops.spikemlp.spike_matmul(
-        list(segments), wt, table, padded_bias, *col, *row, D, planar_in, planar_out, dtype, T, mode, hard,
-        tau, v_th, v_reset,
+        list(segments), wt, table, padded_bias, *col, *row, weight.shape[0], planar_in, planar_out, dtype,
+        T, mode, hard, tau, v_th, v_reset,
     )  # fmt: skip
 
 
-def _check_segments(segments, planar_in: bool, dtype):
-    """The first segment and the compute dtype, after checking the segments' count, device, dtype, shape."""
-    if not 1 <= len(segments) <= _MAX_SEGMENTS:
-        raise ValueError(f"spike_matmul takes 1 to {_MAX_SEGMENTS} input segments, got {len(segments)}")
+def _checked_dtype(segments, weight, bias, planar_in: bool, dtype, col_affine, row_affine) -> torch.dtype:
+    """The compute dtype, after checking the segments (count, device, dtype, shape), weight and affines."""
+    if not 1 <= len(segments) <= _op.MAX_SEGMENTS:
+        raise ValueError(f"spike_matmul takes 1 to {_op.MAX_SEGMENTS} input segments, got {len(segments)}")
     first = segments[0]
-    input_u8 = first.dtype == torch.uint8
     dtype = dtype or first.dtype
-    if dtype not in _DTYPE_CODES or not (input_u8 or dtype == first.dtype):
+    if dtype not in _op.DTYPE_CODES or not (first.dtype == torch.uint8 or dtype == first.dtype):
         raise ValueError(
             f"spike_matmul computes in float32 or float64 on inputs of that dtype or uint8 spikes, got "
             f"{first.dtype} inputs and dtype {dtype}; pass dtype= (float32 or float64) with uint8 spikes"
         )
-    M, P = first.shape[0], first.shape[2 if planar_in else 1]
-    position = 2 if planar_in else 1
+    position, channel = (2, 1) if planar_in else (1, 2)
+    M, P = first.shape[0], first.shape[position]
     for s in segments:
         if s.device.type != "cpu":
             raise ValueError(f"spike_matmul runs on the CPU; a segment is on {s.device}")
         if s.dim() != 3 or s.shape[0] != M or s.shape[position] != P or s.dtype != first.dtype:
             raise ValueError(f"spike_matmul segments must share M={M}, P={P} and dtype; got {tuple(s.shape)}")
-    return first, dtype
+    if weight.device.type != "cpu" or (bias is not None and bias.device.type != "cpu"):
+        raise ValueError(f"spike_matmul runs on the CPU; the weight is on {weight.device}")
+    channels, K = sum(s.shape[channel] for s in segments), weight[0].numel()
+    if channels != K:
+        raise ValueError(f"spike_matmul: the input has {channels} channels, the weight expects {K}")
+    for name, affine, n in (("col_affine", col_affine, weight.shape[0]), ("row_affine", row_affine, P)):
+        if affine is not None and any(t.shape != (n,) for t in affine):
+            shapes = [tuple(t.shape) for t in affine]
+            raise ValueError(f"spike_matmul: {name} must be two tensors [{n}], got {shapes}")
+    return dtype
 
 
 def _neuron_numbers(neuron: tuple[int, nn.Module] | None, M: int):

@@ -21,11 +21,6 @@ import torch
 from torch import nn
 
 
-def _merge_time(x: torch.Tensor) -> torch.Tensor:
-    """[T, B, ...] -> [T * B, ...] as a view (stateless layers see all steps as one batch)."""
-    return x.flatten(0, 1)
-
-
 class ConvBN(nn.Module):
     """Conv2d (no bias) then BatchNorm2d, applied to a [T * B, C, H, W] batch."""
 
@@ -58,7 +53,7 @@ class SpikingPatchEncoding(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         T = x.shape[0]
-        xm = _merge_time(x)
+        xm = x.flatten(0, 1)  # [T * B, ...]: the stateless layers see all steps as one batch
         n1, n2, n3 = (branch(xm) for branch in self.cell2node)
         s1 = self.lif1(n1.unflatten(0, (T, -1))).flatten(0, 1)
         n2 = n2 + self.node1_node2(s1)
@@ -77,4 +72,4 @@ class ConvDownsample(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         T = x.shape[0]
-        return self.bn(self.conv(_merge_time(x))).unflatten(0, (T, -1))
+        return self.bn(self.conv(x.flatten(0, 1))).unflatten(0, (T, -1))

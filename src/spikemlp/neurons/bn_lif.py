@@ -1,76 +1,69 @@
 """BatchNorm followed by an LIF neuron, fused for training: one saved tensor instead of two.
 
 Unfused, a training step keeps two full-size tensors per BN -> LIF pair for the backward: BatchNorm's
-input x and the neuron's charge H. Fused (:func:`batch_norm_lif`), only x is kept (plus the per-channel
-batch mean and 1/std); the backward recomputes y = BN(x) with the same kernel and the same batch statistics
-(bit for bit the forward's y, hence the same H and spikes) and runs the neuron's backward (which
-recomputes H from y in cache) and BatchNorm's backward on it. The forward output, the running statistics
-and the gradients are those of ``bn`` then ``lif`` (tests/neurons/test_bn_lif.py); the price is one BN
-apply in the backward.
+input x and the neuron's charge H. Fused (:func:`batch_norm_lif`), only x is kept (with the batch mean and
+1/std); the backward recomputes y = BN(x) with the same kernel and batch statistics (bit for bit the
+forward's y) and runs the neuron's and BatchNorm's backward on it. Outputs, running statistics and
+gradients are those of ``bn`` then ``lif`` (tests/neurons/test_bn_lif.py), for one more BN apply.
 
-The fused path runs when it applies: ``bn`` a plain ``nn.BatchNorm1d/2d`` in training mode, ``lif`` an
-:class:`~spikemlp.neurons.LIF` with a fixed tau and no membrane output whose backend resolves to the fused
-C++ kernel, gradients enabled. Otherwise (eval, another neuron, folded BN, GPU, and while torch.compile
-traces the model) it is ``lif(bn(x))``, the neuron then running the LIF operator itself.
-
-Why an ``autograd.Function`` and not an operator: the fusion updates BN's running statistics in place,
-and ``torch.library``'s registered autograd does not support operators that mutate their inputs. The
-Function composes ATen's batch norm with the ``spikemlp::lif_forward`` / ``lif_backward`` operators
-(``spikemlp.ops``).
+The fused path runs where it applies (``_fusable``: a plain BatchNorm1d/2d in training, an
+:class:`~spikemlp.neurons.LIF` with a fixed tau and no membrane output on the C++ kernel, gradients
+enabled, not under torch.compile); elsewhere it is ``lif(bn(x))``. It is an ``autograd.Function``, not an
+operator: it updates BN's running statistics in place, which ``torch.library``'s registered autograd does
+not support. It composes ATen's batch norm with the LIF operators (``spikemlp.ops``).
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn.modules import module as _module
 
 from ..ops import lif as lif_ops
-from .backends import select_backend
-from .lif import LIF, _mark_spikes
-from .neuron_spec import CHARGE_DECAY_INPUT, CHARGE_NO_DECAY, NeuronSpec
+from ..ops.select import select_backend
+from .lif import LIF, _mark_spikes, lif_spec
 
 __all__ = ["batch_norm_lif", "projection_batch_norm_lif"]
 
 _PLAIN_BN = (nn.BatchNorm1d, nn.BatchNorm2d)
 
 
-def lif_spec(lif: LIF) -> NeuronSpec:
-    """What an LIF layer computes, as the fused kernels take it."""
-    mode = CHARGE_DECAY_INPUT if lif.decay_input else CHARGE_NO_DECAY
-    return NeuronSpec(mode, lif.v_threshold, lif.v_reset, lif.detach_reset, lif.surrogate)
+def _bn_lif_forward(ctx, z, bn_w, bn_b, running_mean, running_var, momentum, eps, T, tau, spec):
+    """(spikes [T, ...], batch mean, 1/std) of lif(bn(z)), by the same ATen kernel as nn.BatchNorm (the
+    same values, the running statistics updated in place) and the LIF operator."""
+    zn, mean, invstd = torch.ops.aten.native_batch_norm(
+        z, bn_w, bn_b, running_mean, running_var, True, momentum, eps
+    )
+    ctx.eps, ctx.T, ctx.tau, ctx.spec = eps, T, tau, spec
+    return lif_ops.run(zn.view(T, -1), tau, spec), mean, invstd
 
 
-def _batch_stats_norm(x, weight, bias, eps):
-    """Training-mode BN of x with its own batch statistics, without touching any running buffer."""
-    return torch.ops.aten.native_batch_norm(x, weight, bias, None, None, True, 0.0, eps)
+def _bn_lif_backward(ctx, grad_spikes, z, bn_w, bn_b, mean, invstd, need: list[bool]):
+    """(dL/dz, dL/dbn_w, dL/dbn_b) as ``need`` asks: BN(z) recomputed with the batch statistics (no
+    running buffer touched), the LIF backward, then BatchNorm's."""
+    zn, _, _ = torch.ops.aten.native_batch_norm(z, bn_w, bn_b, None, None, True, 0.0, ctx.eps)
+    grad_zn, _ = lif_ops.backward(zn.view(ctx.T, -1), grad_spikes.reshape(ctx.T, -1), None, ctx.tau, ctx.spec)
+    del zn
+    return torch.ops.aten.native_batch_norm_backward(
+        grad_zn.view_as(z), z, bn_w, None, None, mean, invstd, True, ctx.eps, need
+    )
 
 
 class _BatchNormLIF(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, running_mean, running_var, momentum, eps, T, tau, spec):
-        # The same ATen kernel as nn.BatchNorm: the same y, and the running statistics updated in place.
-        y, mean, invstd = torch.ops.aten.native_batch_norm(
-            x, weight, bias, running_mean, running_var, True, momentum, eps
+        spikes, mean, invstd = _bn_lif_forward(
+            ctx, x, weight, bias, running_mean, running_var, momentum, eps, T, tau, spec
         )
-        spikes = lif_ops.run(y.view(T, -1), tau, spec)
         ctx.save_for_backward(x, weight, bias, mean, invstd)
-        ctx.eps, ctx.T, ctx.tau, ctx.spec = eps, T, tau, spec
         return spikes.view_as(x)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_spikes):
         x, weight, bias, mean, invstd = ctx.saved_tensors
-        y, _, _ = _batch_stats_norm(x, weight, bias, ctx.eps)
-        grad_y, _ = lif_ops.backward(
-            y.view(ctx.T, -1), grad_spikes.reshape(ctx.T, -1), None, ctx.tau, ctx.spec
-        )
-        del y
-        need_x, need_w, need_b = ctx.needs_input_grad[:3]
-        grad_x, grad_w, grad_b = torch.ops.aten.native_batch_norm_backward(
-            grad_y.view_as(x), x, weight, None, None, mean, invstd, True, ctx.eps, [need_x, need_w, need_b]
-        )
-        return grad_x, grad_w, grad_b, None, None, None, None, None, None, None
+        need = list(ctx.needs_input_grad[:3])
+        return *_bn_lif_backward(ctx, grad_spikes, x, weight, bias, mean, invstd, need), *(None,) * 7
 
 
 class _ProjectionBatchNormLIF(torch.autograd.Function):
@@ -81,13 +74,12 @@ class _ProjectionBatchNormLIF(torch.autograd.Function):
     def forward(
         ctx, y, inp, weight, bias, bn_w, bn_b, running_mean, running_var, momentum, eps, fns, T, tau, spec
     ):
-        project, bn_view, _ = fns
-        yn, mean, invstd = torch.ops.aten.native_batch_norm(
-            bn_view(y), bn_w, bn_b, running_mean, running_var, True, momentum, eps
+        z = fns[1](y)  # bn_view(y)
+        spikes, mean, invstd = _bn_lif_forward(
+            ctx, z, bn_w, bn_b, running_mean, running_var, momentum, eps, T, tau, spec
         )
-        spikes = lif_ops.run(yn.view(T, -1), tau, spec)
         ctx.save_for_backward(inp, weight, bias, bn_w, bn_b, mean, invstd)
-        ctx.fns, ctx.eps, ctx.T, ctx.tau, ctx.spec = fns, eps, T, tau, spec
+        ctx.fns = fns
         return spikes
 
     @staticmethod
@@ -99,15 +91,9 @@ class _ProjectionBatchNormLIF(torch.autograd.Function):
                   for t, need in zip((inp, weight, bias), ctx.needs_input_grad[1:4])]  # fmt: skip
         with torch.enable_grad():
             y = project(*leaves)
-        y_bn = bn_view(y.detach())
-        yn, _, _ = _batch_stats_norm(y_bn, bn_w, bn_b, ctx.eps)
-        grad_yn, _ = lif_ops.backward(
-            yn.view(ctx.T, -1), grad_spikes.reshape(ctx.T, -1), None, ctx.tau, ctx.spec
-        )
-        del yn
-        need_bn = list(ctx.needs_input_grad[4:6])
-        grad_y, grad_bn_w, grad_bn_b = torch.ops.aten.native_batch_norm_backward(
-            grad_yn.view_as(y_bn), y_bn, bn_w, None, None, mean, invstd, True, ctx.eps, [True, *need_bn]
+        need = [True, *ctx.needs_input_grad[4:6]]
+        grad_y, grad_bn_w, grad_bn_b = _bn_lif_backward(
+            ctx, grad_spikes, bn_view(y.detach()), bn_w, bn_b, mean, invstd, need
         )
         wanted = [t for t in leaves if t is not None and t.requires_grad]
         grad_y = from_bn(grad_y, y.shape).reshape(y.shape)
@@ -134,13 +120,11 @@ def _fusable(x: torch.Tensor, bn: nn.Module, lif: nn.Module) -> bool:
 
 def observed(module: nn.Module) -> bool:
     """Whether forward hooks watch ``module`` (then it must run as itself, in the autograd graph)."""
-    from torch.nn.modules import module as module_mod
-
     return bool(
         module._forward_hooks
         or module._forward_pre_hooks
-        or module_mod._global_forward_hooks
-        or module_mod._global_forward_pre_hooks
+        or _module._global_forward_hooks
+        or _module._global_forward_pre_hooks
     )
 
 
@@ -151,9 +135,7 @@ def _running_update(bn: nn.Module):
         momentum = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
     else:
         momentum = 0.0
-    if not bn.track_running_stats:
-        return momentum, None, None
-    return momentum, bn.running_mean, bn.running_var
+    return (momentum, bn.running_mean, bn.running_var) if bn.track_running_stats else (momentum, None, None)
 
 
 def projection_batch_norm_lif(
@@ -165,6 +147,8 @@ def projection_batch_norm_lif(
     lif: nn.Module,
     T: int,
     from_bn=None,
+    recompute: bool = True,
+    fuse: bool = True,
 ) -> torch.Tensor:
     """Spikes ``from_bn(lif(bn(bn_view(proj(inp)))), y.shape)``, keeping only ``inp`` for the backward.
 
@@ -173,25 +157,23 @@ def projection_batch_norm_lif(
     expects, with T leading (a view or a copy); ``from_bn(z, y.shape)`` takes a tensor in that layout back
     to y's element order, in any shape that reshapes to y's (default: ``z.view(y.shape)``). For spike
     inputs (saved as bool, see ``spike_storage``) this keeps 1 byte per input element instead of the 4 per
-    output element of the projection. Falls back to the unfused ops when the fused path does not apply or
-    forward hooks observe ``proj``.
+    output element of the projection. Where that does not apply (``recompute=False``, the fused path does
+    not apply, forward hooks observe ``proj``), it is ``proj`` then ``batch_norm_lif(..., fuse)``.
     """
     from_bn = from_bn or _view_back
-    if observed(proj) or not _fusable(inp, bn, lif) or not (inp.requires_grad or proj.weight.requires_grad):
-        y = proj(inp)
-        return from_bn(batch_norm_lif(bn_view(y), bn, lif, T), y.shape)
-    with torch.no_grad():
-        y = proj(inp)
-    if not y.is_contiguous() or not bn_view(y).is_contiguous():
-        y = proj(inp)
-        return from_bn(batch_norm_lif(bn_view(y), bn, lif, T), y.shape)
-    momentum, running_mean, running_var = _running_update(bn)
-    spikes = _ProjectionBatchNormLIF.apply(
-        y, inp, proj.weight, proj.bias, bn.weight, bn.bias, running_mean, running_var, momentum, bn.eps,
-        (project, bn_view, from_bn), T, lif.tau, lif_spec(lif),
-    )  # fmt: skip
-    _mark_spikes(spikes)
-    return from_bn(spikes, y.shape)
+    if recompute and not observed(proj) and _fusable(inp, bn, lif):
+        if inp.requires_grad or proj.weight.requires_grad:
+            with torch.no_grad():
+                y = proj(inp)
+            if y.is_contiguous() and bn_view(y).is_contiguous():
+                momentum, running_mean, running_var = _running_update(bn)
+                spikes = _ProjectionBatchNormLIF.apply(
+                    y, inp, proj.weight, proj.bias, bn.weight, bn.bias, running_mean, running_var, momentum,
+                    bn.eps, (project, bn_view, from_bn), T, lif.tau, lif_spec(lif),
+                )  # fmt: skip
+                return from_bn(_mark_spikes(spikes), y.shape)
+    y = proj(inp)
+    return from_bn(batch_norm_lif(bn_view(y), bn, lif, T, fuse), y.shape)
 
 
 def _view_back(z: torch.Tensor, shape: torch.Size) -> torch.Tensor:
@@ -211,5 +193,4 @@ def batch_norm_lif(x: torch.Tensor, bn: nn.Module, lif: nn.Module, T: int, fuse:
     spikes = _BatchNormLIF.apply(
         x, bn.weight, bn.bias, running_mean, running_var, momentum, bn.eps, T, lif.tau, lif_spec(lif)
     )
-    _mark_spikes(spikes)
-    return spikes
+    return _mark_spikes(spikes)

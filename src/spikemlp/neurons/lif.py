@@ -13,8 +13,9 @@ import torch
 from torch import nn
 
 from .._checks import check_real
+from ..ops.select import check_backend_name, run_neuron
 from . import surrogate as sg
-from .backends import check_backend_name, run_if, run_lif
+from .neuron_spec import CHARGE_DECAY_INPUT, CHARGE_IF, CHARGE_NO_DECAY, NeuronSpec
 from .spike_storage import mark_binary
 
 
@@ -32,18 +33,16 @@ def _check_input(x_seq: torch.Tensor, name: str) -> None:
         raise TypeError(f"{name} expects a floating-point input, got {x_seq.dtype}; convert with x.float()")
 
 
-def _check_same_device(x_seq: torch.Tensor, param: torch.Tensor, what: str) -> None:
-    if param.device != x_seq.device:
-        raise ValueError(
-            f"LIF input is on {x_seq.device} but its {what} is on {param.device}; move the module to the "
-            f"input's device with .to({str(x_seq.device)!r})"
-        )
-
-
 def _mark_spikes(out):
     """Declare the spikes binary, so that autograd may keep them compactly (``spike_storage``)."""
     mark_binary(out[0] if isinstance(out, tuple) else out)
     return out
+
+
+def lif_spec(lif: LIF) -> NeuronSpec:
+    """What an LIF layer computes, as the fused kernels take it."""
+    mode = CHARGE_DECAY_INPUT if lif.decay_input else CHARGE_NO_DECAY
+    return NeuronSpec(mode, float(lif.v_threshold), lif.v_reset, bool(lif.detach_reset), lif.surrogate)
 
 
 class LIF(nn.Module):
@@ -83,35 +82,24 @@ class LIF(nn.Module):
         self.decay_input = bool(decay_input)
         self.backend = backend
         self.return_membrane = return_membrane
-        if learnable_tau:
-            # PLIF: 1/tau = sigmoid(w), w initialised so that tau starts at the given value.
-            self.tau_logit = nn.Parameter(torch.tensor(-math.log(tau - 1.0)))
-        else:
-            self.tau_logit = None
+        # PLIF: 1/tau = sigmoid(w), w initialised so that tau starts at the given value.
+        self.tau_logit = nn.Parameter(torch.tensor(-math.log(tau - 1.0))) if learnable_tau else None
+        if not learnable_tau:
             self.tau = float(tau)
 
     def current_tau(self) -> float | torch.Tensor:
         """tau as a float, or as a 0-dim tensor (1 / sigmoid(tau_logit)) when it is learnable."""
-        if self.tau_logit is not None:
-            return 1.0 / torch.sigmoid(self.tau_logit)
-        return self.tau
+        return self.tau if self.tau_logit is None else 1.0 / torch.sigmoid(self.tau_logit)
 
     def forward(self, x_seq: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Spikes [T, ...] (same dtype as the input), or (spikes, membrane after reset) if return_membrane."""
         _check_input(x_seq, "LIF")
-        if self.tau_logit is not None:
-            _check_same_device(x_seq, self.tau_logit, "learnable tau")
-        out = run_lif(
-            x_seq,
-            tau=self.current_tau(),
-            v_threshold=self.v_threshold,
-            v_reset=self.v_reset,
-            decay_input=self.decay_input,
-            detach_reset=self.detach_reset,
-            surrogate=self.surrogate,
-            backend=self.backend,
-            return_membrane=self.return_membrane,
-        )
+        if self.tau_logit is not None and self.tau_logit.device != x_seq.device:
+            raise ValueError(
+                f"LIF input is on {x_seq.device} but its learnable tau is on {self.tau_logit.device}; move "
+                f"the module to the input's device with .to({str(x_seq.device)!r})"
+            )
+        out = run_neuron(x_seq, self.current_tau(), lif_spec(self), self.backend, self.return_membrane)
         return _mark_spikes(out)
 
     def extra_repr(self) -> str:
@@ -148,16 +136,10 @@ class IF(nn.Module):
 
     def forward(self, x_seq: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         _check_input(x_seq, "IF")
-        out = run_if(
-            x_seq,
-            v_threshold=self.v_threshold,
-            v_reset=self.v_reset,
-            detach_reset=self.detach_reset,
-            surrogate=self.surrogate,
-            backend=self.backend,
-            return_membrane=self.return_membrane,
+        spec = NeuronSpec(
+            CHARGE_IF, float(self.v_threshold), self.v_reset, bool(self.detach_reset), self.surrogate
         )
-        return _mark_spikes(out)
+        return _mark_spikes(run_neuron(x_seq, None, spec, self.backend, self.return_membrane))
 
     def extra_repr(self) -> str:
         return (

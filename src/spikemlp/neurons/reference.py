@@ -12,6 +12,25 @@ import torch
 from .surrogate import Surrogate
 
 
+def _multi_step(x_seq, charge, v_threshold, v_reset, detach_reset, surrogate, return_membrane):
+    """The loop over T of both neurons: H = charge(V, X), then fire and reset."""
+    v = torch.zeros_like(x_seq[0]) if v_reset is None else torch.full_like(x_seq[0], v_reset)
+    spikes, membranes = [], []
+    for x in x_seq:
+        h = charge(v, x)
+        s = surrogate.spike(h - v_threshold)
+        s_r = s.detach() if detach_reset else s
+        if v_reset is None:
+            v = h - s_r * v_threshold
+        else:
+            v = h * (1.0 - s_r) + v_reset * s_r if v_reset != 0.0 else h * (1.0 - s_r)
+        spikes.append(s)
+        if return_membrane:
+            membranes.append(v)
+    s_seq = torch.stack(spikes)
+    return (s_seq, torch.stack(membranes)) if return_membrane else s_seq
+
+
 def lif_reference(
     x_seq: torch.Tensor,
     tau: float | torch.Tensor,
@@ -23,53 +42,18 @@ def lif_reference(
     return_membrane: bool = False,
 ):
     """Multi-step LIF over x_seq [T, ...]; returns spikes [T, ...] (and the membrane after reset)."""
-    v = torch.zeros_like(x_seq[0]) if v_reset is None else torch.full_like(x_seq[0], v_reset)
-    spikes, membranes = [], []
-    for x in x_seq:
-        # charge
+    to_zero = v_reset is None or v_reset == 0.0
+
+    def charge(v, x):
         if decay_input:
-            if v_reset is None or v_reset == 0.0:
-                h = v + (x - v) / tau
-            else:
-                h = v + (x - (v - v_reset)) / tau
-        else:
-            if v_reset is None or v_reset == 0.0:
-                h = v - v / tau + x
-            else:
-                h = v - (v - v_reset) / tau + x
-        # fire
-        s = surrogate.spike(h - v_threshold)
-        s_r = s.detach() if detach_reset else s
-        # reset
-        if v_reset is None:
-            v = h - s_r * v_threshold
-        else:
-            v = h * (1.0 - s_r) + v_reset * s_r if v_reset != 0.0 else h * (1.0 - s_r)
-        spikes.append(s)
-        if return_membrane:
-            membranes.append(v)
-    s_seq = torch.stack(spikes)
-    if return_membrane:
-        return s_seq, torch.stack(membranes)
-    return s_seq
+            return v + (x - v) / tau if to_zero else v + (x - (v - v_reset)) / tau
+        return v - v / tau + x if to_zero else v - (v - v_reset) / tau + x
+
+    return _multi_step(x_seq, charge, v_threshold, v_reset, detach_reset, surrogate, return_membrane)
 
 
 def if_reference(x_seq, v_threshold, v_reset, detach_reset, surrogate, return_membrane=False):
     """Multi-step integrate-and-fire (no leak): H = V + X."""
-    v = torch.zeros_like(x_seq[0]) if v_reset is None else torch.full_like(x_seq[0], v_reset)
-    spikes, membranes = [], []
-    for x in x_seq:
-        h = v + x
-        s = surrogate.spike(h - v_threshold)
-        s_r = s.detach() if detach_reset else s
-        if v_reset is None:
-            v = h - s_r * v_threshold
-        else:
-            v = h * (1.0 - s_r) + v_reset * s_r if v_reset != 0.0 else h * (1.0 - s_r)
-        spikes.append(s)
-        if return_membrane:
-            membranes.append(v)
-    s_seq = torch.stack(spikes)
-    if return_membrane:
-        return s_seq, torch.stack(membranes)
-    return s_seq
+    return _multi_step(
+        x_seq, lambda v, x: v + x, v_threshold, v_reset, detach_reset, surrogate, return_membrane
+    )

@@ -69,20 +69,15 @@ class _Local(threading.local):
 _local = _Local()
 
 
-def _active() -> list[_Registry]:
-    return _local.stack
-
-
 def is_compacting() -> bool:
     """True inside :func:`compact_saved_spikes` with gradients enabled."""
-    return bool(_active()) and torch.is_grad_enabled()
+    return bool(_local.stack) and torch.is_grad_enabled()
 
 
 def mark_binary(t: torch.Tensor) -> torch.Tensor:
     """Declare ``t`` (contiguous, values 0 and 1) a spike tensor and return it; no-op outside the context."""
-    stack = _active()
-    if stack and torch.is_grad_enabled() and t.is_contiguous():
-        stack[-1].mark(t)
+    if _local.stack and torch.is_grad_enabled() and t.is_contiguous():
+        _local.stack[-1].mark(t)
     return t
 
 
@@ -96,7 +91,7 @@ def compact_saved_spikes(enabled: bool = True):
         yield
         return
     registry = _Registry()
-    stack = _active()
+    stack = _local.stack
     stack.append(registry)
     try:
         with torch.autograd.graph.saved_tensors_hooks(registry.pack, registry.unpack):

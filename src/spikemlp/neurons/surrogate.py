@@ -1,10 +1,8 @@
 """Surrogate gradients for the Heaviside spike function.
 
-Each surrogate is a small named object: ``surrogate.spike(u)`` returns Heaviside(u) (u = H - V_th) in the
-forward pass and uses ``surrogate.grad(u)`` as its derivative in the backward pass. ``primitive(u)`` is
-the smooth step whose derivative ``grad`` is (tests differentiate it to check ``grad``). The reference
-backend calls ``grad``; the fused kernels implement the four built-in surrogates below (a custom subclass
-runs on the reference backend).
+``surrogate.spike(u)`` is Heaviside(u) (u = H - V_th) in the forward pass, with ``surrogate.grad(u)`` as
+its derivative in the backward (``primitive``, whose derivative ``grad`` is, lets the tests check it). The
+fused kernels implement the four built-in surrogates below; a custom subclass runs on the reference.
 """
 
 from __future__ import annotations

@@ -1,22 +1,18 @@
 """Builds and loads spikemlp's C++ kernels: one source file each, compiled on first use, called via ctypes.
 
-The kernels depend only on the C++ standard library and the shared headers in ``spikemlp/ops/csrc``.
-Each is compiled on first use with the system C++ compiler (``$CXX``, default ``c++``) into a shared
-library cached under the torch extensions directory ($TORCH_EXTENSIONS_DIR, default
-~/.cache/torch_extensions), named by a hash of the sources, the flags and the compiler, and called
-through ctypes (which releases the GIL). No build tool and no torch headers are needed, so the cache
-does not depend on the torch version. If there is no compiler, ``unavailable_reason()`` says so and the
-callers fall back to PyTorch.
+Each kernel depends only on the C++ standard library and the headers in ``spikemlp/ops/csrc``. It is
+compiled with the system C++ compiler (``$CXX``, default ``c++``) into a shared library cached under the
+torch extensions directory ($TORCH_EXTENSIONS_DIR, default ~/.cache/torch_extensions), named by a hash of
+the sources, flags and compiler. Without a compiler, ``unavailable_reason()`` says so and the callers fall
+back to PyTorch.
 
 Why ctypes and not ``torch.utils.cpp_extension``: the operators are registered in Python
-(``torch.library.custom_op``), so the C++ needs no torch headers and no pybind11; building against the
-headers would compile several times longer on a fresh machine, tie the cache to the torch version and
-need ninja. The dispatcher, autograd and torch.compile see the operators either way.
+(``torch.library.custom_op``), so the C++ needs no torch headers and no pybind11; building against them
+would compile several times longer on a fresh machine, tie the cache to the torch version and need ninja.
 
-The flags keep the arithmetic IEEE: -O3 -ffp-contract=off (the compiler fuses no multiply-add; a source
-asks for one explicitly where it wants it), no -ffast-math. -fno-trapping-math only tells the compiler
-that no program inspects floating-point exception flags, so that it may vectorise selects; values are
-unchanged.
+The flags keep the arithmetic IEEE: -O3 -ffp-contract=off (no multiply-add the source does not ask for),
+no -ffast-math; -fno-trapping-math only lets the compiler vectorise selects (no program reads the
+floating-point exception flags).
 """
 
 from __future__ import annotations
@@ -47,12 +43,10 @@ def _cache_dir() -> Path:
 
 
 def cflags() -> list[str]:
-    """Vector extensions the CPU has (PyTorch's own dispatch says which).
+    """The compiler flags, with the vector extensions the CPU has (PyTorch's own dispatch says which).
 
-    AVX2 lets the loops vectorise (and the LIF write with streaming stores); AVX-512 doubles the lanes
-    and gives mask registers (the LIF's surrogate backward, the spike product's compress of active
-    inputs). Values are the same with any of them: IEEE operations lane by lane, and with
-    -ffp-contract=off the compiler fuses no multiply-add of its own.
+    AVX2 lets the loops vectorise (and the LIF write with streaming stores); AVX-512 doubles the lanes and
+    gives mask registers. Values are the same with any of them: IEEE operations lane by lane.
     """
     capability = torch.backends.cpu.get_cpu_capability()
     flags = list(_CFLAGS) + [f"-I{INCLUDE_DIR}"]
@@ -87,10 +81,8 @@ def _compile(compiler: str, args: list[str]) -> None:
 
 
 class NativeLibrary:
-    """One kernel library, built and loaded once per process on first use.
-
-    ``declare(lib)`` sets the ctypes signatures of its functions.
-    """
+    """A kernel library, built and loaded once per process on first use (``declare(lib)`` sets its ctypes
+    signatures)."""
 
     def __init__(self, source: Path, declare: Callable[[ctypes.CDLL], None]) -> None:
         self.source = source

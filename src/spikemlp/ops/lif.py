@@ -1,19 +1,13 @@
-"""The fused multi-step LIF/IF as two ``torch.library`` operators: ``spikemlp::lif_forward`` and
-``spikemlp::lif_backward``.
+"""The fused multi-step LIF/IF as the operators ``spikemlp::lif_forward`` and ``spikemlp::lif_backward``.
 
-The CPU implementation is the C++ kernel ``csrc/lif_cpu.cpp`` (built by ``_build``, called via ctypes);
-the CUDA implementation is the Triton kernel in ``triton_lif`` (registered only when triton imports).
-Each operator has a fake implementation (shapes only), so torch.compile traces through it, and the
-forward has registered autograd whose backward calls ``lif_backward``: the compiler sees both as single
-nodes, and the LIF arithmetic stays the kernels' own (bit for bit the reference's spikes).
+CPU: the C++ kernel ``csrc/lif_cpu.cpp``; CUDA: the Triton kernel in ``triton_lif``. Each has a fake
+implementation, and the forward's registered autograd calls ``lif_backward``, so the compiler sees both as
+single nodes and the arithmetic stays the kernels' own (bit for bit the reference's spikes).
 
-What the forward keeps for the backward depends on the device: on the CPU only its input X (a reference,
-not a copy; the backward recomputes the charge H from X block by block in cache), on CUDA the charge H
-(its third output, empty on the CPU). ``lif_backward`` takes that tensor as ``saved``.
-
-The neuron is passed as plain numbers (``NeuronSpec``'s fields): the charge mode, threshold, reset,
-surrogate id and alpha. A learnable tau comes as a 0-dim tensor (then differentiable), a fixed tau as a
-number. Both operators are functional: fresh outputs, no input mutated.
+What the forward keeps for the backward (``saved``) depends on the device: on the CPU its input X (the
+backward recomputes the charge H block by block in cache), on CUDA the charge H (its third output, empty
+on the CPU). The neuron comes as ``NeuronSpec``'s plain numbers; a learnable tau as a 0-dim tensor, a
+fixed one as a number. Both operators are functional: fresh outputs, no input mutated.
 """
 
 from __future__ import annotations
@@ -56,13 +50,6 @@ def _tau(tau: torch.Tensor | None, tau_value: float) -> float:
     return tau_value if tau is None else float(tau.detach())
 
 
-def _empty(x: torch.Tensor) -> torch.Tensor:
-    return x.new_empty(0)
-
-
-# --- forward -------------------------------------------------------------------------------------------
-
-
 @torch.library.custom_op("spikemlp::lif_forward", mutates_args=(), device_types="cpu")
 def lif_forward(
     x: torch.Tensor,
@@ -86,7 +73,7 @@ def lif_forward(
     """
     x = x.contiguous()
     spikes = torch.empty_like(x)
-    v_seq = torch.empty_like(x) if return_membrane else _empty(x)
+    v_seq = torch.empty_like(x) if return_membrane else x.new_empty(0)
     T = x.shape[0]
     status = _LIBRARY.get().spikemlp_lif_forward(
         DTYPE_CODES[x.dtype], data_ptr(x), data_ptr(spikes), data_ptr(v_seq if return_membrane else None), T,
@@ -94,19 +81,16 @@ def lif_forward(
     )  # fmt: skip
     if status != 0:
         raise RuntimeError(f"spikemlp fused LIF forward failed with status {status}")
-    return spikes, v_seq, _empty(x)
+    return spikes, v_seq, x.new_empty(0)
 
 
 @lif_forward.register_fake
 def _(x, tau, tau_value, mode, v_threshold, v_reset, hard_reset, detach_reset, surrogate, alpha,
       return_membrane, keep_charge):  # fmt: skip
     full = x.new_empty(x.shape)
-    membrane = x.new_empty(x.shape) if return_membrane else _empty(x)
-    charge = x.new_empty(x.shape) if keep_charge and x.device.type == "cuda" else _empty(x)
+    membrane = x.new_empty(x.shape) if return_membrane else x.new_empty(0)
+    charge = x.new_empty(x.shape) if keep_charge and x.device.type == "cuda" else x.new_empty(0)
     return full, membrane, charge
-
-
-# --- backward ------------------------------------------------------------------------------------------
 
 
 @torch.library.custom_op("spikemlp::lif_backward", mutates_args=(), device_types="cpu")
@@ -152,9 +136,6 @@ def _(saved, grad_spikes, grad_membrane, tau, tau_value, mode, v_threshold, v_re
     return saved.new_empty(saved.shape), saved.new_empty((), dtype=torch.float64)
 
 
-# --- autograd ------------------------------------------------------------------------------------------
-
-
 def _setup_context(ctx, inputs, output) -> None:
     x, tau, *numbers = inputs
     ctx.numbers = numbers  # tau_value ... keep_charge
@@ -168,50 +149,46 @@ def _setup_context(ctx, inputs, output) -> None:
 def _lif_forward_backward(ctx, grad_spikes, grad_membrane, _grad_charge):
     saved, *rest = ctx.saved_tensors
     tau = rest[0] if ctx.has_tau else None
-    tau_value, mode, v_threshold, v_reset, hard, detach, surrogate, alpha = ctx.numbers[:8]
     if grad_spikes is None:
         grad_spikes = torch.zeros_like(saved)
     if not ctx.return_membrane:
         grad_membrane = None
     want_tau = tau is not None and ctx.needs_input_grad[1]
-    grad_x, grad_tau = lif_backward(
-        saved, grad_spikes, grad_membrane, tau, tau_value, mode, v_threshold, v_reset, hard, detach,
-        surrogate, alpha, want_tau,
-    )  # fmt: skip
+    # ctx.numbers[:8]: tau_value ... alpha, the arguments the two operators share.
+    grad_x, grad_tau = lif_backward(saved, grad_spikes, grad_membrane, tau, *ctx.numbers[:8], want_tau)
     return grad_x, (grad_tau.to(tau.dtype) if want_tau else None), *([None] * 10)
 
 
 lif_forward.register_autograd(_lif_forward_backward, setup_context=_setup_context)
 
 
-# --- the Python entry points ---------------------------------------------------------------------------
+def neuron_args(tau: float | torch.Tensor | None, spec: NeuronSpec) -> tuple:
+    """The arguments the two operators share (``tau`` ... ``alpha``), for ``tau`` a float, a 0-dim tensor
+    (learnable) or None (IF)."""
+    sg_id, alpha, _ = spec.kernel_surrogate
+    tau_tensor = tau if isinstance(tau, torch.Tensor) else None
+    tau_value = 1.0 if tau is None or tau_tensor is not None else float(tau)
+    numbers = (spec.mode, spec.v_threshold, spec.reset_value, spec.hard_reset, spec.detach_reset)
+    return tau_tensor, tau_value, *numbers, sg_id, alpha
 
 
-def needs_grad(x: torch.Tensor, tau) -> bool:
-    return torch.is_grad_enabled() and (
-        x.requires_grad or (isinstance(tau, torch.Tensor) and tau.requires_grad)
+def forward_args(x_seq: torch.Tensor, tau, spec: NeuronSpec, return_membrane: bool) -> tuple:
+    """``lif_forward``'s arguments for x_seq [T, ...] (``tau`` as for :func:`neuron_args`)."""
+    needs_grad = torch.is_grad_enabled() and (
+        x_seq.requires_grad or (isinstance(tau, torch.Tensor) and tau.requires_grad)
     )
+    return x_seq.contiguous(), *neuron_args(tau, spec), return_membrane, needs_grad
 
 
 def run(x_seq: torch.Tensor, tau: float | torch.Tensor | None, spec: NeuronSpec, return_membrane=False):
     """Spikes (and the membrane if ``return_membrane``) of x_seq [T, ...] by the ``lif_forward`` operator on
-    x's device; ``tau`` is a float, a 0-dim tensor (learnable) or None (IF). The caller has checked that
-    the kernel applies (``ops.select``)."""
-    sg_id, alpha, _ = spec.kernel_surrogate
-    tau_tensor = tau if isinstance(tau, torch.Tensor) else None
-    tau_value = 1.0 if tau is None or tau_tensor is not None else float(tau)
-    spikes, v_seq, _ = torch.ops.spikemlp.lif_forward(
-        x_seq.contiguous(), tau_tensor, tau_value, spec.mode, spec.v_threshold, spec.reset_value,
-        spec.hard_reset, spec.detach_reset, sg_id, alpha, return_membrane, needs_grad(x_seq, tau),
-    )  # fmt: skip
+    x's device. The caller has checked that the kernel applies (``ops.select``)."""
+    spikes, v_seq, _ = torch.ops.spikemlp.lif_forward(*forward_args(x_seq, tau, spec, return_membrane))
     return (spikes, v_seq) if return_membrane else spikes
 
 
 def backward(saved, grad_spikes, grad_v, tau: float, spec: NeuronSpec, want_tau: bool = False):
     """``lif_backward`` for a fixed tau and a built-in surrogate: (dL/dX, dL/dtau in float64 or None)."""
-    sg_id, alpha, _ = spec.kernel_surrogate
-    grad_x, grad_tau = torch.ops.spikemlp.lif_backward(
-        saved, grad_spikes, grad_v, None, float(tau), spec.mode, spec.v_threshold, spec.reset_value,
-        spec.hard_reset, spec.detach_reset, sg_id, alpha, want_tau,
-    )  # fmt: skip
+    args = neuron_args(float(tau), spec)
+    grad_x, grad_tau = torch.ops.spikemlp.lif_backward(saved, grad_spikes, grad_v, *args, want_tau)
     return grad_x, (grad_tau if want_tau else None)

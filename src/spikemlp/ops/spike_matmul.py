@@ -1,12 +1,11 @@
 """The spike-driven product as the ``torch.library`` operator ``spikemlp::spike_matmul`` (inference only).
 
-The CPU implementation is the C++ kernel ``csrc/spike_matmul_cpu.cpp`` (built by ``_build``, called via
-ctypes): for each output row it adds the packed weight rows of its active inputs only. The operator takes
-tensors and plain numbers only: the weights already packed ([K, Dp], Dp = D rounded up to 16), the
-optional grouped-sums table, the padded bias, the optional affine epilogues, and the fused neuron as its
-numbers (``T = 0``: no neuron). It has a fake implementation, so torch.compile traces it as one node; it
-has no autograd (an inference path: the callers run the dense layers where a gradient is wanted).
-Arguments are validated by the Python entry point (``spikemlp.layers.spike_matmul.spike_matmul``).
+The CPU implementation is the C++ kernel ``csrc/spike_matmul_cpu.cpp``: for each output row it adds the
+packed weight rows of its active inputs only. The operator takes the weights already packed ([K, Dp], Dp
+= D rounded up to 16), the optional grouped-sums table, the padded bias, the optional affine epilogues
+and the fused neuron as numbers (``T = 0``: none). It has a fake implementation (one node under
+torch.compile) and no autograd. Its Python entry point, which validates the arguments, is
+``spikemlp.layers.spike_matmul.spike_matmul``.
 """
 
 from __future__ import annotations
@@ -82,14 +81,13 @@ def spike_matmul(
     out_dtype = _out_dtype(segs, dtype, T)
     compute = dtype or segs[0].dtype
     out = torch.empty(_out_shape(segs, planar_in, planar_out, out_features), dtype=out_dtype)
-    n = len(segs)
     bases = (ctypes.c_void_p * MAX_SEGMENTS)(*[s.data_ptr() for s in segs])
     counts = (ctypes.c_int64 * MAX_SEGMENTS)(*[s.shape[inner[1]] for s in segs])
     image_strides = (ctypes.c_int64 * MAX_SEGMENTS)(*[s.stride(0) for s in segs])
     position_strides = (ctypes.c_int64 * MAX_SEGMENTS)(*[s.stride(inner[0]) for s in segs])
     status = _LIBRARY.get().spikemlp_spike_matmul(
         DTYPE_CODES[compute], int(segs[0].dtype == torch.uint8), bases, counts, image_strides,
-        position_strides, n, M, P, segs[0].stride(inner[1]), data_ptr(weight_t), data_ptr(table),
+        position_strides, len(segs), M, P, segs[0].stride(inner[1]), data_ptr(weight_t), data_ptr(table),
         data_ptr(bias), out_features, weight_t.shape[1], data_ptr(col_scale), data_ptr(col_shift),
         data_ptr(row_scale), data_ptr(row_shift), data_ptr(out), int(planar_out), T, mode, int(hard_reset),
         tau, v_threshold, v_reset, torch.get_num_threads(),

@@ -1,19 +1,14 @@
-"""The Triton kernels of the fused multi-step LIF/IF for CUDA, the loop over T inside the kernel.
+"""The Triton kernels of the fused multi-step LIF/IF: the CUDA implementation of ``ops.lif``'s operators.
 
-They are the CUDA implementation of the ``spikemlp::lif_forward`` / ``lif_backward`` operators (``ops.lif``;
-registered here when triton imports). :func:`lif_triton` runs them directly on any device, which is how the
-tests run them in Triton's interpreter on CPU tensors.
-
-One program handles BLOCK neurons for all T steps with the membrane in registers: the forward reads X once
-and writes the spikes and the charge H once; the backward reads the incoming gradients and H once and writes
-dL/dX once. As on the CPU, only H (input dtype) is saved for the backward.
+One program handles BLOCK neurons for all T steps with the membrane in registers: the forward reads X and
+writes the spikes and the charge H once; the backward reads the incoming gradients and H once.
 
 The forward repeats PyTorch's CUDA arithmetic for the reference loop, rounding to the storage dtype after
 each elementwise operation (bf16/fp16 compute in fp32): on CUDA, ``tensor / python_float`` multiplies by
-the fp32 reciprocal and ``tensor - python_float`` subtracts the fp32 number, while a tensor tau (learnable)
-is a true division. The host passes the constants accordingly (``_constants``), so the same kernel also
-reproduces the CPU arithmetic when run on CPU tensors by Triton's interpreter (TRITON_INTERPRET=1), which
-is how it is tested without a GPU. Kernels are compiled with FMA contraction off (enable_fp_fusion=False).
+the fp32 reciprocal and ``tensor - python_float`` subtracts the fp32 number, while a tensor tau is a true
+division. The host passes the constants accordingly (``_constants``), so the same kernels reproduce the CPU
+arithmetic on CPU tensors in Triton's interpreter (TRITON_INTERPRET=1): how they are tested without a GPU
+(:func:`lif_triton` runs them on any device). FMA contraction is off (enable_fp_fusion=False).
 """
 
 from __future__ import annotations
@@ -24,6 +19,7 @@ import numpy as np
 import torch
 
 from ..neurons.neuron_spec import CHARGE_IF, NeuronSpec
+from . import lif
 
 try:
     import triton
@@ -40,11 +36,7 @@ _ROUND_CODES = {torch.float32: _ROUND_NONE, torch.bfloat16: _ROUND_BF16, torch.f
 
 
 def unavailable_reason() -> str | None:
-    if _IMPORT_ERROR is not None:
-        return _IMPORT_ERROR
-    if not torch.cuda.is_available():
-        return "no CUDA device is available"
-    return None
+    return _IMPORT_ERROR or (None if torch.cuda.is_available() else "no CUDA device is available")
 
 
 if triton is not None:
@@ -184,133 +176,109 @@ def _as_storage(value: float, dtype: torch.dtype) -> float:
     return float(torch.tensor(value, dtype=torch.float32).to(dtype).float())
 
 
-def _constants(x_seq: torch.Tensor, tau, spec: NeuronSpec, device_type: str | None = None) -> dict:
+def _constants(x: torch.Tensor, tau, tau_value, mode, v_threshold, v_reset, hard_reset, device_type=None):
     """Kernel constants reproducing PyTorch's arithmetic for this device (``device_type``, default x's: the
-    tests ask for CUDA's on CPU tensors), dtype and kind of tau."""
-    dtype = x_seq.dtype
-    on_cuda = (device_type or x_seq.device.type) == "cuda"
-    tau_value = 1.0 if tau is None else float(tau.detach() if isinstance(tau, torch.Tensor) else tau)
-    if on_cuda and isinstance(tau, torch.Tensor):  # CUDA casts a tensor tau to x's dtype before dividing
+    tests ask for CUDA's on CPU tensors), dtype and kind of tau (the operators' arguments: ``tau`` a 0-dim
+    tensor, else the number ``tau_value``; none for IF)."""
+    dtype, on_cuda = x.dtype, (device_type or x.device.type) == "cuda"
+    tensor_tau = tau is not None and mode != CHARGE_IF
+    tau_value = float(tau.detach()) if tensor_tau else (1.0 if mode == CHARGE_IF else float(tau_value))
+    if on_cuda and tensor_tau:  # CUDA casts a tensor tau to x's dtype before dividing
         tau_value = _as_storage(tau_value, dtype)  # (the CPU reads a 0-dim tensor as a float32 number)
     # CPU divides by the number; CUDA multiplies by the fp32 reciprocal of a Python number, but divides by
     # a tensor tau.
-    true_div = not on_cuda or isinstance(tau, torch.Tensor)
-    tau_arg = tau_value if true_div else float(np.float32(1.0) / np.float32(tau_value))
-    v_reset = spec.reset_value
+    true_div = not on_cuda or tensor_tau
+    v_reset = v_reset if hard_reset else 0.0
     if on_cuda:  # `tensor - number` uses the fp32 number
-        v_th_sub, v_reset_sub = float(np.float32(spec.v_threshold)), float(np.float32(v_reset))
+        v_th_sub, v_reset_sub = float(np.float32(v_threshold)), float(np.float32(v_reset))
     else:  # the CPU narrows the number to the tensor's dtype first
-        v_th_sub, v_reset_sub = _as_storage(spec.v_threshold, dtype), _as_storage(v_reset, dtype)
+        v_th_sub, v_reset_sub = _as_storage(v_threshold, dtype), _as_storage(v_reset, dtype)
     v_reset_mul = _as_storage(v_reset, dtype)
     return {
-        "tau": tau_arg,
+        "tau": tau_value if true_div else float(np.float32(1.0) / np.float32(tau_value)),
         "tau_value": tau_value,
         "true_div": true_div,
         "v_th_sub": v_th_sub,
         "v_reset_sub": v_reset_sub,
+        "v_reset_value": v_reset,
         "v_reset_mul": v_reset_mul,
-        "v_th_mul": _as_storage(spec.v_threshold, dtype),
-        "v_init": v_reset_mul if spec.hard_reset else 0.0,
+        "v_th_mul": _as_storage(v_threshold, dtype),
+        "v_init": v_reset_mul if hard_reset else 0.0,
         "round": _ROUND_CODES[dtype],
     }
 
 
-def _forward(x_seq, c: dict, spec: NeuronSpec, save_h: bool, return_membrane: bool):
-    T = x_seq.shape[0]
-    N = x_seq.numel() // T
-    spikes = torch.empty_like(x_seq)
-    h_seq = torch.empty_like(x_seq) if save_h else spikes  # an unused pointer when not saved
-    v_seq = torch.empty_like(x_seq) if return_membrane else spikes
-    grid = (triton.cdiv(N, BLOCK),)
-    _lif_forward_kernel[grid](
-        x_seq, spikes, h_seq, v_seq, T, N,
+def _lif_forward_cuda(x, tau, tau_value, mode, v_threshold, v_reset, hard_reset, detach_reset,
+                      surrogate, alpha, return_membrane, keep_charge):  # fmt: skip
+    """``lif_forward`` by the Triton kernel (on any device: see the module docs)."""
+    x = x.contiguous()
+    c = _constants(x, tau, tau_value, mode, v_threshold, v_reset, hard_reset)
+    T = x.shape[0]
+    N = x.numel() // T
+    spikes = torch.empty_like(x)
+    h_seq = torch.empty_like(x) if keep_charge else spikes  # an unused pointer when not kept
+    v_seq = torch.empty_like(x) if return_membrane else spikes
+    _lif_forward_kernel[(triton.cdiv(N, BLOCK),)](
+        x, spikes, h_seq, v_seq, T, N,
         c["tau"], c["v_th_sub"], c["v_reset_sub"], c["v_reset_mul"], c["v_th_mul"], c["v_init"],
-        MODE=spec.mode, HARD=spec.hard_reset, TRUE_DIV=c["true_div"], ROUND=c["round"],
-        SAVE_H=save_h, RET_V=return_membrane, BLOCK=BLOCK, enable_fp_fusion=False,
+        MODE=mode, HARD=hard_reset, TRUE_DIV=c["true_div"], ROUND=c["round"],
+        SAVE_H=keep_charge, RET_V=return_membrane, BLOCK=BLOCK, enable_fp_fusion=False,
     )  # fmt: skip
-    return spikes, (h_seq if save_h else None), (v_seq if return_membrane else None)
+    return spikes, v_seq if return_membrane else x.new_empty(0), h_seq if keep_charge else x.new_empty(0)
 
 
-class _TritonLIF(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x_seq, tau_tensor, c: dict, spec: NeuronSpec, return_membrane: bool):
-        spikes, h_seq, v_seq = _forward(x_seq, c, spec, True, return_membrane)
-        ctx.save_for_backward(h_seq)
-        ctx.c = c
-        ctx.spec = spec
-        ctx.tau_dtype = None if tau_tensor is None else tau_tensor.dtype
-        return (spikes, v_seq) if return_membrane else spikes
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable  # a kernel, not autograd ops: no double backward
-    def backward(ctx, grad_spikes, grad_v=None):
-        (h_seq,) = ctx.saved_tensors
-        sg_id, alpha, _ = ctx.spec.kernel_surrogate
-        want_tau = ctx.tau_dtype is not None and ctx.needs_input_grad[1]
-        grad_x, grad_tau = _backward(h_seq, grad_spikes, grad_v, ctx.c, ctx.spec, sg_id, alpha, want_tau)
-        return grad_x, (grad_tau.to(ctx.tau_dtype) if want_tau else None), None, None, None
-
-
-def _backward(h_seq, grad_spikes, grad_v, c: dict, spec: NeuronSpec, sg_id: int, alpha: float, want_tau):
-    """(dL/dX, dL/dtau as a 0-dim float64 tensor) from the forward's charge H [T, ...]."""
+def _lif_backward_cuda(saved, grad_spikes, grad_membrane, tau, tau_value, mode, v_threshold, v_reset,
+                       hard_reset, detach_reset, surrogate, alpha, want_tau):  # fmt: skip
+    """``lif_backward`` by the Triton kernel, from the forward's charge H (``saved``)."""
+    h_seq = saved.contiguous()
+    c = _constants(h_seq, tau, tau_value, mode, v_threshold, v_reset, hard_reset)
     T = h_seq.shape[0]
     N = h_seq.numel() // T
     grad_s = grad_spikes.to(h_seq.dtype).contiguous()
-    grad_v = None if grad_v is None else grad_v.to(h_seq.dtype).contiguous()
+    grad_v = None if grad_membrane is None else grad_membrane.to(h_seq.dtype).contiguous()
     grad_x = torch.empty_like(h_seq)
     n_programs = triton.cdiv(N, BLOCK)
     partials = torch.zeros(n_programs, dtype=torch.float32, device=h_seq.device)
     _lif_backward_kernel[(n_programs,)](
         grad_s, grad_s if grad_v is None else grad_v, h_seq, grad_x, partials, T, N,
-        c["tau"], c["tau_value"], c["v_th_sub"], spec.reset_value, c["v_reset_mul"], c["v_th_mul"],
+        c["tau"], c["tau_value"], c["v_th_sub"], c["v_reset_value"], c["v_reset_mul"], c["v_th_mul"],
         c["v_init"], alpha, math.pi / 2 * alpha,
-        MODE=spec.mode, HARD=spec.hard_reset, DETACH=spec.detach_reset, SG=sg_id,
+        MODE=mode, HARD=hard_reset, DETACH=detach_reset, SG=surrogate,
         TRUE_DIV=c["true_div"], ROUND=c["round"], HAS_GV=grad_v is not None, TAU_GRAD=want_tau,
         BLOCK=BLOCK, enable_fp_fusion=False,
     )  # fmt: skip
     return grad_x, partials.double().sum()
 
 
-def lif_triton(x_seq: torch.Tensor, tau, spec: NeuronSpec, return_membrane: bool = False):
-    """Run the Triton kernels; ``tau`` is a float, a 0-dim tensor (learnable) or None for IF."""
-    x_seq = x_seq.contiguous()
-    if spec.mode == CHARGE_IF:
-        tau = None
-    c = _constants(x_seq, tau, spec)
-    tau_tensor = tau if isinstance(tau, torch.Tensor) else None
-    needs_grad = torch.is_grad_enabled() and (
-        x_seq.requires_grad or (tau_tensor is not None and tau_tensor.requires_grad)
-    )
-    if not needs_grad:
-        spikes, _, v_seq = _forward(x_seq, c, spec, False, return_membrane)
-        return (spikes, v_seq) if return_membrane else spikes
-    return _TritonLIF.apply(x_seq, tau_tensor, c, spec, return_membrane)
-
-
-def _spec(mode: int, v_threshold: float, v_reset: float, hard_reset: bool, detach_reset: bool) -> NeuronSpec:
-    # The operators' numbers as a spec (the surrogate travels as its id and alpha).
-    return NeuronSpec(mode, v_threshold, v_reset if hard_reset else None, detach_reset, None)
-
-
-def _tau_arg(tau: torch.Tensor | None, tau_value: float, mode: int):
-    return None if mode == CHARGE_IF else (tau if tau is not None else tau_value)
-
-
 if triton is not None:
+    torch.library.register_kernel("spikemlp::lif_forward", "cuda", _lif_forward_cuda)
+    torch.library.register_kernel("spikemlp::lif_backward", "cuda", _lif_backward_cuda)
 
-    @torch.library.register_kernel("spikemlp::lif_forward", "cuda")
-    def _lif_forward_cuda(x, tau, tau_value, mode, v_threshold, v_reset, hard_reset, detach_reset,
-                          surrogate, alpha, return_membrane, keep_charge):  # fmt: skip
-        x = x.contiguous()
-        spec = _spec(mode, v_threshold, v_reset, hard_reset, detach_reset)
-        c = _constants(x, _tau_arg(tau, tau_value, mode), spec)
-        spikes, h_seq, v_seq = _forward(x, c, spec, keep_charge, return_membrane)
-        empty = x.new_empty(0)
-        return spikes, empty if v_seq is None else v_seq, empty if h_seq is None else h_seq
 
-    @torch.library.register_kernel("spikemlp::lif_backward", "cuda")
-    def _lif_backward_cuda(saved, grad_spikes, grad_membrane, tau, tau_value, mode, v_threshold, v_reset,
-                           hard_reset, detach_reset, surrogate, alpha, want_tau):  # fmt: skip
-        spec = _spec(mode, v_threshold, v_reset, hard_reset, detach_reset)
-        c = _constants(saved, _tau_arg(tau, tau_value, mode), spec)
-        return _backward(saved.contiguous(), grad_spikes, grad_membrane, c, spec, surrogate, alpha, want_tau)
+class _TritonLIF(torch.autograd.Function):
+    """The two CUDA implementations with autograd, for :func:`lif_triton` (the operator has its own)."""
+
+    @staticmethod
+    def forward(ctx, x, tau, *numbers):
+        spikes, v_seq, h_seq = _lif_forward_cuda(x, tau, *numbers)
+        ctx.save_for_backward(h_seq, tau)
+        ctx.numbers = numbers  # tau_value ... keep_charge
+        return spikes, v_seq, h_seq
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable  # a kernel, not autograd ops: no double backward
+    def backward(ctx, grad_spikes, grad_v, _grad_charge):
+        h_seq, tau = ctx.saved_tensors
+        *numbers, return_membrane, _ = ctx.numbers
+        want_tau = tau is not None and ctx.needs_input_grad[1]
+        grad_v = grad_v if return_membrane else None
+        grad_x, grad_tau = _lif_backward_cuda(h_seq, grad_spikes, grad_v, tau, *numbers, want_tau)
+        return grad_x, (grad_tau.to(tau.dtype) if want_tau else None), *([None] * len(ctx.numbers))
+
+
+def lif_triton(x_seq: torch.Tensor, tau, spec: NeuronSpec, return_membrane: bool = False):
+    """Run the Triton kernels on x's device, with autograd; ``tau`` is a float, a 0-dim tensor (learnable)
+    or None for IF."""
+    args = lif.forward_args(x_seq, None if spec.mode == CHARGE_IF else tau, spec, return_membrane)
+    spikes, v_seq, _ = _TritonLIF.apply(*args)
+    return (spikes, v_seq) if return_membrane else spikes

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import tomllib
 from pathlib import Path
 
@@ -28,3 +29,31 @@ def test_the_citation_names_both_papers():
     assert (
         snn_mlp["year"] == 2022 and {"value": "arXiv:2203.14679", "type": "other"} in snn_mlp["identifiers"]
     )
+
+
+def test_each_optional_command_has_its_extra_and_dev_has_them_all():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = {k: {r.split(">")[0] for r in v} for k, v in project["optional-dependencies"].items()}
+    assert extras["onnx"] == {"onnx", "onnxruntime"} and extras["tensorboard"] == {"tensorboard"}
+    assert not any(r.startswith("tensorboard") for r in project["dependencies"])  # optional now
+    assert extras["onnx"] | extras["tensorboard"] <= extras["dev"]  # `make install` gets everything
+
+
+def test_a_missing_extra_is_one_line_naming_it(monkeypatch, tmp_path, capsys):
+    from spikemlp.cli import main
+
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # `import onnxruntime` now fails
+    rc = main(["export", "onnx", "snn_mlp_xt_cifar", str(tmp_path / "m.onnx")])
+    err = capsys.readouterr().err
+    assert rc != 0 and err.count("\n") == 1 and "pip install 'spikemlp[onnx]'" in err
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_training_without_tensorboard_says_once_how_to_get_it(monkeypatch, tmp_path, capsys):
+    from spikemlp.train.run_log import RunLog
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
+    log = RunLog(tmp_path, active=True)
+    out = capsys.readouterr().out
+    assert log.tb is None and out.count("spikemlp[tensorboard]") == 1
+    assert (tmp_path / "metrics.csv").exists()  # metrics still go somewhere

@@ -23,6 +23,9 @@ COMMAND_MODULES = [
     "spikemlp.analysis.commands",
 ]
 
+# Optional dependencies (top-level module -> the extra that installs it), named when a command needs one.
+OPTIONAL_EXTRAS = {"onnx": "onnx", "onnxruntime": "onnx", "tensorboard": "tensorboard"}
+
 
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
@@ -47,6 +50,16 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         return int(args.func(args) or 0)
+    except ModuleNotFoundError as err:
+        extra = OPTIONAL_EXTRAS.get((err.name or "").partition(".")[0])
+        if extra is None:
+            raise  # not an optional dependency: a broken installation, whose traceback helps
+        print(
+            f"spikemlp {args.command}: error: this needs {err.name}, which is not installed: "
+            f"pip install 'spikemlp[{extra}]'",
+            file=sys.stderr,
+        )
+        return 2
     except (UserError, OSError, ValueError, KeyError) as err:
         # Library errors are written to be read by a person: show the message, not the stack. A file
         # system's refusal (permission, a file where a folder must be) is as much the user's to fix.

@@ -89,6 +89,10 @@ def _model_from_weights(args: argparse.Namespace) -> torch.nn.Module:
 
 
 def run_onnx(args: argparse.Namespace) -> int:
+    # Fail before building the model when the `onnx` extra is missing (the command line names it).
+    importlib.import_module("onnx")
+    if not args.no_check:
+        importlib.import_module("onnxruntime")
     from .onnx_export import export_onnx
 
     trained = _training_checkpoint(Path(args.checkpoint)) if args.checkpoint else None

@@ -60,8 +60,11 @@ class RunLog:
             from torch.utils.tensorboard import SummaryWriter
 
             self.tb = SummaryWriter(log_dir=str(run_dir))
-        except ImportError:  # pragma: no cover (tensorboard is a dependency; stay usable without it)
-            self.print("note: tensorboard is not installed; metrics go to metrics.csv only")
+        except ImportError:  # an optional extra: the run goes on with metrics.csv, said once
+            self.print(
+                "note: tensorboard is not installed; metrics go to metrics.csv only "
+                "(for TensorBoard logs: pip install 'spikemlp[tensorboard]')"
+            )
 
     def print(self, msg: str) -> None:
         if self.active:

@@ -1,9 +1,10 @@
 """Training configuration: one dataclass of every key with its default (the schema), YAML recipes that set
 some of them, and command-line overrides of any key.
 
-A recipe in ``configs/`` is a flat YAML mapping of keys from :class:`TrainConfig`; ``spikemlp train`` reads
-it, applies ``--KEY VALUE`` overrides (values are read as YAML, then checked against the key's type) and
-saves the resolved configuration as ``RUN_DIR/config.yaml``, so every run can be repeated from its folder.
+A recipe in ``configs/`` is a flat YAML mapping of keys from :class:`TrainConfig`, found by name from any
+folder (``recipes``); ``spikemlp train`` reads it, applies ``--KEY VALUE`` overrides (values are read as
+YAML, then checked against the key's type) and saves the resolved configuration as ``RUN_DIR/config.yaml``,
+so every run can be repeated from its folder.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from . import recipes
 from .config_ranges import range_errors
 
 
@@ -195,11 +197,11 @@ def from_dict(values: dict[str, Any], where: str = "the configuration", base: Tr
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
+    """The mapping in the recipe ``path``: a YAML file or a shipped recipe's name (``recipes.find``)."""
+    path = recipes.find(path)
     if not path.is_file():
         raise FileNotFoundError(
-            f"recipe {path} not found; the recipes are in configs/ (for example "
-            f"configs/cifar10_cpu_speedrun.yaml)"
+            f"recipe {path} not found; give a YAML file or a recipe's name (for example cifar10_cpu_speedrun)"
         )
     try:
         values = yaml.safe_load(path.read_text()) or {}

@@ -16,6 +16,7 @@ from torch import nn
 
 from ..layers.axial_token_mixing import AxialProjection
 from ..neurons.group_lif import GroupLIF
+from ..progress import wrap
 from . import plots
 from .energy import EnergyModel
 from .layer_roles import layer_roles, non_binary_layers, summarise
@@ -88,6 +89,14 @@ def _batches(loader: Iterable, limit: int | None):
         yield images, labels
 
 
+def _batch_count(loader: Iterable, limit: int | None) -> int | None:
+    """How many batches ``_batches`` yields, where the loader says (None otherwise)."""
+    count, size = getattr(loader, "__len__", lambda: None)(), getattr(loader, "batch_size", None)
+    if limit is None or count is None:
+        return count
+    return min(count, -(-limit // size)) if isinstance(size, int) and size > 0 else None
+
+
 @torch.no_grad()
 def analyze(
     model: nn.Module,
@@ -103,13 +112,14 @@ def analyze(
     model_name: str | None = None,
     data_name: str | None = None,
     make_plots: bool = True,
+    progress: bool = False,
 ) -> dict:
     """Analyse ``model`` on the (images, labels) batches of ``loader``; return the report dict.
 
     With ``out_dir`` it also writes report.json, report.md and the PNG plots there. ``limit`` caps the
     number of images; batches are moved to the model's device and dtype. ``energy`` is a preset name
     ("fp32", "fp16", "int8") or an ``EnergyModel``; ``e_mac``/``e_ac`` override its constants
-    (picojoules).
+    (picojoules). ``progress``: show the batches done (``spikemlp.progress``).
     """
     energy_model = EnergyModel.resolve(energy, e_mac, e_ac)
     if limit is not None and limit <= 0:
@@ -123,7 +133,9 @@ def analyze(
     preds, targets = [], []
     try:
         with ActivityRecorder(model, T=T) as rec:
-            for images, labels in _batches(loader, limit):
+            for images, labels in wrap(
+                _batches(loader, limit), "analyze", progress, _batch_count(loader, limit)
+            ):
                 images = images.to(device=device, dtype=dtype)
                 with rec.batch(images.shape[0], images):
                     logits = model(images)

@@ -110,6 +110,7 @@ def run_analyze(args: argparse.Namespace) -> int:
         model_name=name,
         data_name=f"{data} ({args.split})",
         make_plots=not args.no_plots,
+        progress=True,
     )
     net = report["network"]
     print(

@@ -222,7 +222,7 @@ def run_eval(args: argparse.Namespace) -> int:
             f"the checkpoint classifies {num_classes} classes but {data} has {facts.num_classes}"
         )
     tta = args.tta or cfg.tta
-    result = evaluate(model, loader, num_classes, device, dtype=dtype, tta=tta)
+    result = evaluate(model, loader, num_classes, device, dtype=dtype, tta=tta, progress=True)
     names = loaders.class_names(split, num_classes)
     where = ckpt.resolve(path) if path.is_dir() else path
     print(

@@ -75,21 +75,12 @@ class RunLog:
             sys.stdout.flush()
 
     def progress_bar(self, total: int, initial: int, desc: str):
-        """A tqdm bar for one epoch's batches, or None when there is no progress display."""
+        """A progress display for one epoch's batches (``spikemlp.progress``), or None when there is none."""
         if not self.progress:
             return None
-        from tqdm import tqdm
+        from ..progress import bar
 
-        return tqdm(
-            total=total,
-            initial=initial,
-            desc=desc,
-            unit="batch",
-            dynamic_ncols=True,
-            leave=False,
-            file=sys.stderr,
-            mininterval=1.0,
-        )
+        return bar(total, desc, initial=initial)
 
     def scalars(self, step: int, **values: float | None) -> None:
         if self.tb is not None:

@@ -211,7 +211,15 @@ class _Run:
         d, e, info = self.data, self.epochs, self.info
         broadcast_buffers(module, info)  # every rank evaluates with rank 0's statistics, the checkpoint's
         return evaluate(
-            module, d.test_loader, d.num_classes, info.device, info, e.autocast, e.dtype, self.cfg.tta
+            module,
+            d.test_loader,
+            d.num_classes,
+            info.device,
+            info,
+            e.autocast,
+            e.dtype,
+            self.cfg.tta,
+            progress=self.log.progress,
         )
 
     def _save_config(self) -> None:

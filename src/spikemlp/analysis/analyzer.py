@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..data.limit import batch_count, first_images
 from ..layers.axial_token_mixing import AxialProjection
 from ..neurons.group_lif import GroupLIF
 from ..progress import wrap
@@ -75,28 +76,6 @@ def _select_rasters(recorder: ActivityRecorder, neurons: int = 32) -> list:
     return picks[:5]
 
 
-def _batches(loader: Iterable, limit: int | None):
-    seen = 0
-    for batch in loader:
-        if not isinstance(batch, (tuple, list)) or len(batch) < 2:
-            raise ValueError("the loader must yield (images, labels) pairs")
-        images, labels = batch[0], batch[1]
-        if limit is not None:
-            if seen >= limit:
-                return
-            images, labels = images[: limit - seen], labels[: limit - seen]
-        seen += images.shape[0]
-        yield images, labels
-
-
-def _batch_count(loader: Iterable, limit: int | None) -> int | None:
-    """How many batches ``_batches`` yields, where the loader says (None otherwise)."""
-    count, size = getattr(loader, "__len__", lambda: None)(), getattr(loader, "batch_size", None)
-    if limit is None or count is None:
-        return count
-    return min(count, -(-limit // size)) if isinstance(size, int) and size > 0 else None
-
-
 @torch.no_grad()
 def analyze(
     model: nn.Module,
@@ -134,7 +113,7 @@ def analyze(
     try:
         with ActivityRecorder(model, T=T) as rec:
             for images, labels in wrap(
-                _batches(loader, limit), "analyze", progress, _batch_count(loader, limit)
+                first_images(loader, limit), "analyze", progress, batch_count(loader, limit)
             ):
                 images = images.to(device=device, dtype=dtype)
                 with rec.batch(images.shape[0], images):

@@ -100,11 +100,14 @@ def register(subparsers) -> None:
         "eval",
         help="evaluate a checkpoint: top-1, top-5 and per-class accuracy",
         description="Evaluate a checkpoint (a run folder, RUN_DIR/best, RUN_DIR/last, or a model.safetensors "
-        "written by spikemlp train) on a data set's test split.",
+        "written by spikemlp train) on a data set's test split; with --model NAME, plain weights too "
+        "(a .safetensors file, or a .pt/.pth such as the SNN-MLP authors', converted on reading).",
     )
     e.add_argument(
         "--checkpoint", required=True, help="RUN_DIR (uses best/), RUN_DIR/best, RUN_DIR/last, ..."
     )
+    e.add_argument("--model", help="the model plain weights are for (with --data), e.g. snn_mlp_t")
+    e.add_argument("--limit", type=int, help="evaluate the first this many images only")
     e.add_argument("--data", help="data set name (default: the one the model was trained on)")
     e.add_argument("--data-dir", help="where to look for the data first")
     e.add_argument("--batch-size", type=int, default=256)
@@ -202,8 +205,19 @@ def run_eval(args: argparse.Namespace) -> int:
     from .evaluate import evaluate
     from .trainer import model_from_checkpoint
 
-    path = ckpt.evaluation_weights(args.checkpoint)  # a run folder: its best weights
-    model, cfg, meta = model_from_checkpoint(path, ema=args.ema)
+    if args.limit is not None and args.limit <= 0:
+        raise ValueError(f"--limit must be a positive number of images, got {args.limit}")
+    path, cfg = Path(args.checkpoint), None
+    if args.model:
+        from ..models.plain_weights import plain_model
+
+        model, cfg = plain_model(args.model, path, args.data)  # cfg None: a training checkpoint
+        meta = {"num_classes": model.num_classes} if cfg else None
+    if cfg is None:
+        path = ckpt.evaluation_weights(args.checkpoint)  # a run folder: its best weights
+        model, cfg, meta = model_from_checkpoint(path, ema=args.ema)
+        if args.model and cfg.model != args.model:
+            raise ValueError(f"{path} holds a {cfg.model} model, not {args.model}; name the model it holds")
     data = args.data or cfg.data
     device = pick_device(args.device)
     model = model.to(device)
@@ -222,7 +236,9 @@ def run_eval(args: argparse.Namespace) -> int:
             f"the checkpoint classifies {num_classes} classes but {data} has {facts.num_classes}"
         )
     tta = args.tta or cfg.tta
-    result = evaluate(model, loader, num_classes, device, dtype=dtype, tta=tta, progress=True)
+    result = evaluate(
+        model, loader, num_classes, device, dtype=dtype, tta=tta, progress=True, limit=args.limit
+    )
     names = loaders.class_names(split, num_classes)
     where = ckpt.resolve(path) if path.is_dir() else path
     print(

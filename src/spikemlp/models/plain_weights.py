@@ -85,3 +85,21 @@ def plain_model(name: str, path: Path, data: str | None):
     model = from_weights(name, path)
     size = (getattr(model, "pretrained_cfg", None) or {}).get("input_size", (3, None, None))[-1]
     return model, TrainConfig(model=name, data=data, img_size=size, T=getattr(model, "T", None))
+
+
+def load_initial_weights(model: nn.Module, pretrained: bool, initial_checkpoint: str | None) -> None:
+    """The weights a fine-tuning run starts from: the model's released ones (timm's ``load_pretrained``,
+    which drops a classifier of another size) and/or the file ``initial_checkpoint``, whose classifier is
+    left out where its shape differs from the model's (another number of classes)."""
+    if pretrained:
+        from timm.models import load_pretrained
+
+        filter_fn = getattr(importlib.import_module(type(model).__module__), "checkpoint_filter_fn", None)
+        load_pretrained(model, num_classes=model.num_classes, filter_fn=filter_fn)
+    if initial_checkpoint:
+        path, own = Path(initial_checkpoint), model.state_dict()
+        state_dict = read_weights(path)
+        head = [k for k in ("head.weight", "head.bias") if k in state_dict and k in own]
+        if any(state_dict[k].shape != own[k].shape for k in head):
+            state_dict = {**state_dict, **{k: own[k] for k in head}}  # the fresh classifier stays
+        load_into(model, state_dict, path)

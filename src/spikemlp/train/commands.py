@@ -60,9 +60,22 @@ class _ConfigArgumentParser(argparse.ArgumentParser):
         return ns, []
 
 
+# The flags of timm's train.py (and torchvision's reference scripts) for the same keys, typed from habit.
+TIMM_FLAGS = {
+    "accum_steps": ["--grad-accum-steps"],
+    "auto_augment": ["--aa"],
+    "batch_size": ["-b"],
+    "workers": ["-j"],
+    "ema": ["--model-ema"],
+    "ema_decay": ["--model-ema-decay"],
+}
+AMP_SWITCH = "switch"  # `--amp` alone: autocast in --amp-dtype (timm's default float16)
+AMP_DTYPES = {"float16": "fp16", "bfloat16": "bf16", "fp16": "fp16", "bf16": "bf16"}
+
+
 def _option_strings(name: str) -> list[str]:
     dashed = name.replace("_", "-")
-    return [f"--{name}"] + ([f"--{dashed}"] if dashed != name else [])
+    return [f"--{name}"] + ([f"--{dashed}"] if dashed != name else []) + TIMM_FLAGS.get(name, [])
 
 
 def register(subparsers) -> None:
@@ -78,22 +91,25 @@ def register(subparsers) -> None:
     )
     p.__class__ = _ConfigArgumentParser  # our parse_known_args: one clear error for unknown keys
     p.add_argument("-c", "--config", help="recipe YAML file (configs/NAME.yaml)")
-    p.add_argument("--out", help="run folder for config, metrics, checkpoints and summary")
+    p.add_argument("--out", "--output", help="run folder for config, metrics, checkpoints and summary")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace the run already in --out (its files)")
     keys = p.add_argument_group("configuration keys (override the recipe; values are read as YAML)")
     helps, defaults = field_help(), TrainConfig()
     for f in dataclasses.fields(TrainConfig):
-        flag = f.type in ("bool", bool)  # --ema alone means --ema true
+        flag = f.type in ("bool", bool) or f.name == "amp"  # --ema alone means --ema true
         keys.add_argument(
             *_option_strings(f.name),
             dest=f"cfg_{f.name}",
             default=argparse.SUPPRESS,
             metavar="VALUE",
             nargs="?" if flag else None,
-            const="true" if flag else None,
+            const=(AMP_SWITCH if f.name == "amp" else "true") if flag else None,
             help=f"{helps.get(f.name, '')} (default: {getattr(defaults, f.name)!r})".strip(),
         )
+    keys.add_argument(
+        "--amp-dtype", choices=sorted(AMP_DTYPES), help="the autocast type of --amp alone (default float16)"
+    )
     p.set_defaults(func=run_train)
 
     e = subparsers.add_parser(
@@ -134,6 +150,9 @@ def _overrides(args: argparse.Namespace) -> dict:
     for key, raw in vars(args).items():
         if key.startswith("cfg_"):
             values[key[4:]] = parse_value(raw)
+    amp_dtype = getattr(args, "amp_dtype", None)
+    if values.get("amp") == AMP_SWITCH or (amp_dtype and "amp" not in values):
+        values["amp"] = AMP_DTYPES[amp_dtype or "float16"]  # timm's --amp [--amp-dtype bfloat16]
     items = getattr(args, "model_kwargs_items", None)
     if items:
         values["model_kwargs"] = {**values.get("model_kwargs", {}), **items}

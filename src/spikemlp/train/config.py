@@ -35,11 +35,13 @@ class TrainConfig:
 
     # --- model -------------------------------------------------------------------------------------------
     model: str = "mlp_spe_xt_cifar"  # a timm-registered name (``import spikemlp`` registers ours)
-    T: int | None = 4  # time steps, passed to the model; null for models without time (SNN-MLP)
+    T: int | None = None  # time steps, passed to the model when set (null: the model's own; SNN-MLP has none)
     img_size: int | None = None  # passed to the model when set (null: the model's default)
     num_classes: int = 0  # 0: the data set's number of classes
     drop_path: float = 0.0  # stochastic depth rate, passed as drop_path_rate when > 0
     model_kwargs: dict = field(default_factory=dict)  # any other model argument (embed_dim, depths, ...)
+    pretrained: bool = False  # start from the model's released weights (timm's; SNN-MLP: the authors')
+    initial_checkpoint: str | None = None  # start from these weights (a checkpoint or weights file)
     sync_bn: bool = False  # convert BatchNorm to SyncBatchNorm under DDP
     grad_checkpointing: bool = False  # model.set_grad_checkpointing(True): less memory, more compute
     # torch.compile the training forward and backward (evaluation runs the model as it is). The first step

@@ -189,8 +189,9 @@ class _Run:
             self.log.print(
                 f"note: amp={cfg.amp} applies to CUDA only; training in {cfg.dtype} on {info.device.type}"
             )
+        T = getattr(s.model, "T", cfg.T)  # the model's own when the configuration leaves it unset
         self.log.print(
-            f"spikemlp train: {cfg.model} ({n_params / 1e6:.3f}M parameters, T={cfg.T}) on {cfg.data} "
+            f"spikemlp train: {cfg.model} ({n_params / 1e6:.3f}M parameters, T={T}) on {cfg.data} "
             f"[{d.pipeline} pipeline, {len(d.train_split)} train / {len(d.test_split)} test images], "
             f"{info.world_size} process(es) on {info.device}, global batch {self.global_batch}, "
             f"{d.updates_per_epoch} steps per epoch"
@@ -349,7 +350,7 @@ class _Run:
             "stopped_by": stop_reason,
             "model": cfg.model,
             "parameters": sum(p.numel() for p in s.model.parameters()),
-            "T": cfg.T,
+            "T": getattr(s.model, "T", cfg.T),
             "data": cfg.data,
             "test_images": ev.count,
             "device": str(info.device),

@@ -137,3 +137,21 @@ def test_without_a_budget_nothing_is_fitted_and_nothing_stops_the_run():
     assert run_steps(b, clock, 1, 100, sec_per_step=100.0, epoch_end=50) == {}
     assert not b.out_of_time() and b.after_epoch(100, 10.0, 50) is None
     assert not b.cut_short(10) and budget(minutes=1).cut_short(10) and not budget(minutes=1).cut_short(10_000)
+
+
+def test_the_estimated_evaluation_counts_every_forward_pass_of_tta_and_ema():
+    clock, flip_clock = FakeClock(), FakeClock()
+    plain, flip = budget(clock=clock), budget(clock=flip_clock, eval_passes=2)
+    run_steps(plain, clock, 1, SKIP_STEPS + MEASURE_STEPS, sec_per_step=1.0)
+    run_steps(flip, flip_clock, 1, SKIP_STEPS + MEASURE_STEPS, sec_per_step=1.0)
+    # 100 images at 0.1 s per image, half a step's cost per forward pass: 5 s per pass
+    assert plain.eval_reserve() == pytest.approx(5.0 + 1.0) and flip.eval_reserve() == pytest.approx(
+        10.0 + 1.0
+    )
+    assert flip.eval_overhead_per_epoch == pytest.approx(2 * plain.eval_overhead_per_epoch)
+
+
+def test_flip_tta_and_ema_each_double_the_forward_passes():
+    from spikemlp.train.time_budget import eval_passes
+
+    assert [eval_passes("none", False), eval_passes("hflip", False), eval_passes("hflip", True)] == [1, 2, 4]

@@ -25,6 +25,12 @@ EVAL_MARGIN = 1.15  # a measured evaluation is assumed to take this much longer 
 EVAL_SHARE_OF_STEP = 0.5
 
 
+def eval_passes(tta: str, ema: bool) -> int:
+    """Forward passes per test image of one evaluation: the mirror image's too with flip test-time
+    augmentation, all of them again for the EMA weights."""
+    return (2 if tta == "hflip" else 1) * (2 if ema else 1)
+
+
 @dataclass(kw_only=True)
 class TimeBudget:
     """Wall clock and step plan of a run under ``minutes`` of budget (``None``: no budget)."""
@@ -35,6 +41,8 @@ class TimeBudget:
     images_per_step: int  # images one process sees per optimizer step (batch size x accumulation)
     eval_images: int  # images one process evaluates in one evaluation
     eval_every: int = 1
+    # forward passes per image of one evaluation: 2 with flip test-time augmentation, twice that with EMA
+    eval_passes: int = 1
     elapsed_before: float = 0.0  # seconds the run took before a resume
     fitted: bool = False  # the step count is fitted already (a resumed run's; refreshed at epoch ends)
     clock: Callable[[], float] = time.perf_counter  # seconds
@@ -74,8 +82,12 @@ class TimeBudget:
         if self.eval_seconds is not None:
             return self.eval_seconds * EVAL_MARGIN + extra
         if self.sec_per_image is not None:
-            return self.eval_images * self.sec_per_image * EVAL_SHARE_OF_STEP + extra
+            return self.estimated_eval_seconds() + extra
         return 0.0
+
+    def estimated_eval_seconds(self) -> float:
+        """One evaluation's seconds before any is measured: its forward passes at the training pace."""
+        return self.eval_images * self.eval_passes * self.sec_per_image * EVAL_SHARE_OF_STEP
 
     def fit_steps(self, step: int, sec_per_step: float) -> int:
         """The total steps that fit in the rest of the budget at ``sec_per_step``, counted from ``step``
@@ -99,9 +111,7 @@ class TimeBudget:
         rate = (self.clock() - start) / (step - first)
         self.sec_per_step, self.sec_per_image = rate, rate / self.images_per_step
         if self.eval_seconds is None:  # no evaluation measured yet: estimate its share
-            self.eval_overhead_per_epoch = (
-                self.eval_images * self.sec_per_image * EVAL_SHARE_OF_STEP / self.eval_every
-            )
+            self.eval_overhead_per_epoch = self.estimated_eval_seconds() / self.eval_every
         self.fitted = True
         return self.fit_steps(step, rate)
 

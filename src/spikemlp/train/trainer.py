@@ -42,7 +42,7 @@ from .epoch import EpochRunner, EpochStats, NonFiniteLossError
 from .evaluate import EvalResult, evaluate
 from .run_log import EpochRecord, RunLog
 from .run_state import build_state
-from .time_budget import TimeBudget
+from .time_budget import TimeBudget, eval_passes
 
 
 @dataclass
@@ -165,6 +165,7 @@ class _Run:
             images_per_step=cfg.batch_size * cfg.accum_steps,
             eval_images=math.ceil(len(d.test_split) / info.world_size),
             eval_every=cfg.eval_every,
+            eval_passes=eval_passes(cfg.tta, cfg.ema),
             elapsed_before=elapsed_before,
             fitted=resume,  # a resumed run keeps its fitted number of steps (refreshed at epoch ends)
             started_at=started_at,

@@ -164,6 +164,7 @@ def run_train(args: argparse.Namespace) -> int:
 
     from .config import from_dict, load_config
     from .resume_checks import check_resume
+    from .time_budget import resume_overrides
     from .trainer import read_run_config
 
     started_at = time.time()
@@ -176,6 +177,9 @@ def run_train(args: argparse.Namespace) -> int:
             raise ValueError("--resume RUN_DIR writes into RUN_DIR; leave out --out or give the same folder")
         saved = read_run_config(run_dir)
         check_resume(saved, overrides, run_dir)
+        overrides, note = resume_overrides(saved, overrides)
+        if note:
+            print(note)
         if "model_kwargs" in overrides:
             overrides["model_kwargs"] = {**saved.get("model_kwargs", {}), **overrides["model_kwargs"]}
         cfg = from_dict({**saved, **overrides}, where=f"{run_dir}/config.yaml and the command line")

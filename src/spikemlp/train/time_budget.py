@@ -25,6 +25,30 @@ EVAL_MARGIN = 1.15  # a measured evaluation is assumed to take this much longer 
 EVAL_SHARE_OF_STEP = 0.5
 
 
+def resumed_minutes(
+    saved: float | None, given: float | None, elapsed_before: float
+) -> tuple[float | None, bool]:
+    """(the whole run's budget in minutes, whether to fit it afresh) for a run resumed with ``given``
+    minutes (the configuration's) after ``elapsed_before`` seconds, whose budget was ``saved``. A budget
+    other than the run's own is that many more minutes from now (``--resume RUN --time-budget 10``)."""
+    if given is None or given == saved:
+        return given, False
+    return elapsed_before / 60.0 + given, True
+
+
+def resume_overrides(saved: dict, overrides: dict) -> tuple[dict, str | None]:
+    """The overrides of ``--resume`` with what they mean for the budget, and a note to print: ``--epochs``
+    alone on a budgeted run lifts the budget, so that the run trains to that many epochs."""
+    if "epochs" in overrides and saved.get("time_budget") and "time_budget" not in overrides:
+        note = (
+            f"note: --epochs {overrides['epochs']} on a run with a time budget of "
+            f"{saved['time_budget']:g} min: the budget is lifted and the run trains to that many epochs "
+            "(--time-budget M instead gives it M more minutes)"
+        )
+        return {**overrides, "time_budget": None}, note
+    return overrides, None
+
+
 def eval_passes(tta: str, ema: bool) -> int:
     """Forward passes per test image of one evaluation: the mirror image's too with flip test-time
     augmentation, all of them again for the EMA weights."""
@@ -70,8 +94,9 @@ class TimeBudget:
 
     def resumed_total(self, saved_total: int, step: int) -> int:
         """The step plan of a run resumed at ``step`` that had planned ``saved_total`` steps: a budget
-        keeps its fit; otherwise a changed number of epochs moves the end (unless already passed)."""
-        if self.enabled or saved_total == self.max_steps or step >= self.max_steps:
+        keeps its fit (a new budget plans the recipe's steps until it fits them afresh); otherwise a
+        changed number of epochs moves the end (unless already passed)."""
+        if (self.enabled and self.fitted) or saved_total == self.max_steps or step >= self.max_steps:
             return saved_total
         return self.max_steps
 

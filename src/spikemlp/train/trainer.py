@@ -42,7 +42,7 @@ from .epoch import EpochRunner, EpochStats, NonFiniteLossError
 from .evaluate import EvalResult, evaluate
 from .run_log import EpochRecord, RunLog
 from .run_state import build_state
-from .time_budget import TimeBudget, eval_passes
+from .time_budget import TimeBudget, eval_passes, resumed_minutes
 
 
 @dataclass
@@ -155,9 +155,11 @@ class _Run:
         upe = d.updates_per_epoch
         max_steps = cfg.epochs * upe
         self.state = build_state(cfg, info, d.num_classes, max_steps, round(cfg.warmup_epochs * upe))
-        planned, elapsed_before = max_steps, 0.0
+        planned, elapsed_before, fresh_budget = max_steps, 0.0, not resume
         if resume:
             planned, elapsed_before = self.state.restore(run_dir / "last", info.rank, info.world_size)
+            saved_minutes = read_run_config(run_dir).get("time_budget")  # config.yaml is rewritten later
+            cfg.time_budget, fresh_budget = resumed_minutes(saved_minutes, cfg.time_budget, elapsed_before)
         self.budget = TimeBudget(
             cfg.time_budget,
             max_steps=max_steps,
@@ -167,7 +169,7 @@ class _Run:
             eval_every=cfg.eval_every,
             eval_passes=eval_passes(cfg.tta, cfg.ema),
             elapsed_before=elapsed_before,
-            fitted=resume,  # a resumed run keeps its fitted number of steps (refreshed at epoch ends)
+            fitted=not fresh_budget,  # a resumed run keeps its fit (refreshed at epoch ends), unless new
             started_at=started_at,
         )
         replanned = self.budget.resumed_total(planned, self.state.global_step)

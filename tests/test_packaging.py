@@ -57,3 +57,15 @@ def test_training_without_tensorboard_says_once_how_to_get_it(monkeypatch, tmp_p
     out = capsys.readouterr().out
     assert log.tb is None and out.count("spikemlp[tensorboard]") == 1
     assert (tmp_path / "metrics.csv").exists()  # metrics still go somewhere
+
+
+def test_the_readme_quotes_the_benchmarks_figures():
+    readme, benchmarks = (ROOT / "README.md").read_text(), (ROOT / "BENCHMARKS.md").read_text()
+    # spike kernels (mlp_spe_t 224), projections kept, memory_saving=False, the speedrun's images/s
+    for figure in ["1.28 s (3.13 img/s)", "2.96 s (1.35 img/s)", "projections not recomputed 11.3 s, 3.4 GB"]:
+        assert figure in benchmarks
+    assert "9-28% more training images/s for 1.4-2.6x the memory" in benchmarks
+    assert "486.7 training images/s" in benchmarks and "400.6 images/s" in benchmarks  # 1.21x
+    assert "About 2.3x faster inference" in readme and "1.28 s against 2.96 s" in readme
+    assert "11.3 s against\n  11.2-12.0 s" in readme and "9-28% more training images/s" in readme
+    assert "8% faster" not in readme and "2.2x faster inference" not in readme

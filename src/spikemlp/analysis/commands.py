@@ -65,11 +65,10 @@ def _load_model(args: argparse.Namespace):
             )
         if args.model:
             from ..models.plain_weights import plain_model
-            from ..train.config import to_dict
 
-            model, cfg = plain_model(args.model, path, args.data)
-            if cfg is not None:  # plain weights
-                return model, to_dict(cfg), model.num_classes
+            model, config = plain_model(args.model, path, args.data)
+            if config is not None:  # plain weights
+                return model, config, model.num_classes
         model, config, meta = models.from_checkpoint(ckpt.evaluation_weights(path))  # a run: its best
         if args.model and config["model"] != args.model:
             raise ValueError(

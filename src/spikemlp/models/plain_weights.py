@@ -72,11 +72,10 @@ def from_weights(
 
 
 def plain_model(name: str, path: Path, data: str | None):
-    """(model ``name`` with the plain weights at ``path``, a training configuration to evaluate it with:
-    the data set ``data`` at the model's input size), or (None, None) for a ``spikemlp train`` checkpoint,
+    """(model ``name`` with the plain weights at ``path``, the configuration keys to evaluate it with: the
+    data set ``data`` at the model's input size), or (None, None) for a ``spikemlp train`` checkpoint,
     which carries its own."""
     from ..errors import UserError
-    from ..train.config import TrainConfig
 
     if training_checkpoint(path) is not None:
         return None, None
@@ -84,7 +83,7 @@ def plain_model(name: str, path: Path, data: str | None):
         raise UserError(f"--model {name} with plain weights needs --data (the data set to evaluate on)")
     model = from_weights(name, path)
     size = (getattr(model, "pretrained_cfg", None) or {}).get("input_size", (3, None, None))[-1]
-    return model, TrainConfig(model=name, data=data, img_size=size, T=getattr(model, "T", None))
+    return model, {"model": name, "data": data, "img_size": size, "T": getattr(model, "T", None)}
 
 
 def load_initial_weights(model: nn.Module, pretrained: bool, initial_checkpoint: str | None) -> None:

@@ -223,7 +223,7 @@ def run_eval(args: argparse.Namespace) -> int:
 
     from .. import checkpoint as ckpt
     from ..data import loaders
-    from .config import to_dict
+    from .config import from_dict, to_dict
     from .distributed import pick_device
     from .evaluate import evaluate
     from .trainer import model_from_checkpoint
@@ -234,8 +234,9 @@ def run_eval(args: argparse.Namespace) -> int:
     if args.model:
         from ..models.plain_weights import plain_model
 
-        model, cfg = plain_model(args.model, path, args.data)  # cfg None: a training checkpoint
-        meta = {"num_classes": model.num_classes} if cfg else None
+        model, config = plain_model(args.model, path, args.data)  # None: a training checkpoint
+        if config is not None:
+            cfg, meta = from_dict(config, where=f"--model {args.model}"), {"num_classes": model.num_classes}
     if cfg is None:
         path = ckpt.evaluation_weights(args.checkpoint)  # a run folder: its best weights
         model, cfg, meta = model_from_checkpoint(path, ema=args.ema)

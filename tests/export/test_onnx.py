@@ -95,6 +95,29 @@ def test_mlp_spe_with_a_dynamic_batch_is_refused_with_advice(tmp_path):
     # The check runs a batch of 2 through a graph traced on 1 image: MLP-SPE's reshapes fix the batch.
     with pytest.raises(ValueError, match=r"fixed the batch size while tracing: .*--batch-size N"):
         export_onnx(_lively_mlp_spe(), tmp_path / "dynamic.onnx")
+    assert not (tmp_path / "dynamic.onnx").exists()  # a file that failed its check is removed
+
+
+def test_the_check_runs_two_batch_sizes_when_dynamic(tmp_path, monkeypatch):
+    from spikemlp.export import onnx_export
+
+    seen = []
+    real = onnx_export.max_abs_diff_onnxruntime
+    monkeypatch.setattr(
+        onnx_export, "max_abs_diff_onnxruntime", lambda p, x, e: seen.append(len(x)) or real(p, x, e)
+    )
+    summary = export_onnx(timm.create_model("snn_mlp_xt_cifar"), tmp_path / "xt.onnx")
+    assert seen == [2, 3] and summary["dynamic_batch"] and summary["max_abs_diff"] <= 1e-4
+
+
+def test_cli_exports_mlp_spe_with_a_fixed_batch_and_says_so(tmp_path, capsys):
+    out = tmp_path / "spe.onnx"
+    assert main(["export", "onnx", "mlp_spe_xt_cifar", str(out)]) == 0
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out.splitlines()[0])
+    assert "fixed batch of 1" in captured.err and not summary["dynamic_batch"]
+    assert summary["input_shape"] == [1, 3, 32, 32] and summary["max_abs_diff"] <= 1e-4
+    assert _run(out, torch.randn(1, 3, 32, 32)).shape == (1, 10)
 
 
 class _Opaque(torch.nn.Module):

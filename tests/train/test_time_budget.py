@@ -137,3 +137,65 @@ def test_without_a_budget_nothing_is_fitted_and_nothing_stops_the_run():
     assert run_steps(b, clock, 1, 100, sec_per_step=100.0, epoch_end=50) == {}
     assert not b.out_of_time() and b.after_epoch(100, 10.0, 50) is None
     assert not b.cut_short(10) and budget(minutes=1).cut_short(10) and not budget(minutes=1).cut_short(10_000)
+
+
+def test_the_estimated_evaluation_counts_every_forward_pass_of_tta_and_ema():
+    clock, flip_clock = FakeClock(), FakeClock()
+    plain, flip = budget(clock=clock), budget(clock=flip_clock, eval_passes=2)
+    run_steps(plain, clock, 1, SKIP_STEPS + MEASURE_STEPS, sec_per_step=1.0)
+    run_steps(flip, flip_clock, 1, SKIP_STEPS + MEASURE_STEPS, sec_per_step=1.0)
+    # 100 images at 0.1 s per image, half a step's cost per forward pass: 5 s per pass
+    assert plain.eval_reserve() == pytest.approx(5.0 + 1.0) and flip.eval_reserve() == pytest.approx(
+        10.0 + 1.0
+    )
+    assert flip.eval_overhead_per_epoch == pytest.approx(2 * plain.eval_overhead_per_epoch)
+
+
+def test_flip_tta_and_ema_each_double_the_forward_passes():
+    from spikemlp.train.time_budget import eval_passes
+
+    assert [eval_passes("none", False), eval_passes("hflip", False), eval_passes("hflip", True)] == [1, 2, 4]
+
+
+def test_a_new_budget_on_resume_is_that_many_more_minutes_fitted_afresh():
+    from spikemlp.train.time_budget import resumed_minutes
+
+    assert resumed_minutes(20.0, 20.0, 600.0) == (20.0, False)  # the run's own: kept, with its fit
+    assert resumed_minutes(20.0, 5.0, 600.0) == (15.0, True)  # 10 min spent + 5 more
+    assert resumed_minutes(20.0, None, 600.0) == (None, False)  # lifted
+    fresh = budget(max_steps=900, fitted=False)
+    assert fresh.resumed_total(300, step=300) == 900  # the recipe's steps, until the new fit
+    assert budget(max_steps=900, fitted=True).resumed_total(300, step=300) == 300  # the old fit holds
+
+
+def test_epochs_alone_on_resume_lifts_the_budget_and_says_so():
+    from spikemlp.train.time_budget import resume_overrides
+
+    overrides, note = resume_overrides({"time_budget": 20.0, "epochs": 100}, {"epochs": 150})
+    assert overrides == {"epochs": 150, "time_budget": None} and "budget is lifted" in note
+    assert resume_overrides({"time_budget": 20.0}, {"epochs": 150, "time_budget": 5})[1] is None
+    assert resume_overrides({"time_budget": None}, {"epochs": 150}) == ({"epochs": 150}, None)
+
+
+def test_resume_with_more_epochs_extends_a_budgeted_run(tmp_path, capsys):
+    import json
+
+    from spikemlp.cli import main
+
+    run = tmp_path / "run"
+    tiny = [
+        "--data",
+        "synthetic",
+        "--synthetic_size",
+        "128",
+        "--processes",
+        "1",
+        "-b",
+        "32",
+        "--progress",
+        "false",
+    ]
+    assert main(["train", "--out", str(run), "--epochs", "1", "--time-budget", "30", *tiny]) == 0
+    assert main(["train", "--resume", str(run), "--epochs", "2"]) == 0
+    assert "the budget is lifted" in capsys.readouterr().out
+    assert json.loads((run / "summary.json").read_text())["epochs"] == 2

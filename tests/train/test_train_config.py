@@ -190,3 +190,49 @@ def test_evaluation_settings_default_as_the_training_configuration():
         assert getattr(defaults, f.name) == getattr(cfg, f.name), f.name
     recorded = EvalSettings.from_config({**dataclasses.asdict(cfg), "crop_pct": 1.0}, workers=0)
     assert (recorded.crop_pct, recorded.workers) == (1.0, 0)
+
+
+def test_a_recipe_is_found_by_name_from_any_folder(tmp_path, monkeypatch):
+    from spikemlp.train import recipes
+
+    by_path = load_config(CONFIGS / "cifar10_cpu_speedrun.yaml")
+    monkeypatch.chdir(tmp_path)  # outside the checkout
+    assert load_config("cifar10_cpu_speedrun") == by_path == load_config("cifar10_cpu_speedrun.yaml")
+    assert set(recipes.names()) == {p.stem for p in RECIPES}  # the package carries every recipe
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "cifar10_cpu_speedrun.yaml").write_text("epochs: 3\n")
+    assert load_config("cifar10_cpu_speedrun").epochs == 3  # the folder's configs/ comes first
+    with pytest.raises(
+        FileNotFoundError, match="recipe nope not found; the recipes shipped are: .*cifar10_cpu"
+    ):
+        load_config("nope")
+
+
+def test_the_wheel_ships_the_recipes():
+    import tomllib
+
+    package_data = tomllib.loads((CONFIGS.parent / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-data"
+    ]
+    assert "configs/*.yaml" in package_data["spikemlp"]
+    assert (CONFIGS.parent / "src" / "spikemlp" / "configs").resolve() == CONFIGS.resolve()
+
+
+def test_spikemlp_train_runs_a_recipe_by_name_outside_the_checkout(tmp_path, monkeypatch, capsys):
+    from spikemlp.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    tiny = ["--data", "synthetic", "--synthetic_size", "256", "--processes", "1", "--eval_batch_size", "64"]
+    argv = [
+        "train",
+        "-c",
+        "cifar10_cpu_speedrun",
+        "--epochs",
+        "1",
+        "--max-steps-per-epoch",
+        "2",
+        "--out",
+        "run",
+    ]
+    assert main(argv + tiny) == 0
+    assert "results in run" in capsys.readouterr().out and (tmp_path / "run" / "best").is_dir()

@@ -14,8 +14,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..data.limit import batch_count, first_images
 from ..layers.axial_token_mixing import AxialProjection
 from ..neurons.group_lif import GroupLIF
+from ..progress import wrap
 from . import plots
 from .energy import EnergyModel
 from .layer_roles import layer_roles, non_binary_layers, summarise
@@ -74,20 +76,6 @@ def _select_rasters(recorder: ActivityRecorder, neurons: int = 32) -> list:
     return picks[:5]
 
 
-def _batches(loader: Iterable, limit: int | None):
-    seen = 0
-    for batch in loader:
-        if not isinstance(batch, (tuple, list)) or len(batch) < 2:
-            raise ValueError("the loader must yield (images, labels) pairs")
-        images, labels = batch[0], batch[1]
-        if limit is not None:
-            if seen >= limit:
-                return
-            images, labels = images[: limit - seen], labels[: limit - seen]
-        seen += images.shape[0]
-        yield images, labels
-
-
 @torch.no_grad()
 def analyze(
     model: nn.Module,
@@ -103,13 +91,14 @@ def analyze(
     model_name: str | None = None,
     data_name: str | None = None,
     make_plots: bool = True,
+    progress: bool = False,
 ) -> dict:
     """Analyse ``model`` on the (images, labels) batches of ``loader``; return the report dict.
 
     With ``out_dir`` it also writes report.json, report.md and the PNG plots there. ``limit`` caps the
     number of images; batches are moved to the model's device and dtype. ``energy`` is a preset name
     ("fp32", "fp16", "int8") or an ``EnergyModel``; ``e_mac``/``e_ac`` override its constants
-    (picojoules).
+    (picojoules). ``progress``: show the batches done (``spikemlp.progress``).
     """
     energy_model = EnergyModel.resolve(energy, e_mac, e_ac)
     if limit is not None and limit <= 0:
@@ -123,7 +112,9 @@ def analyze(
     preds, targets = [], []
     try:
         with ActivityRecorder(model, T=T) as rec:
-            for images, labels in _batches(loader, limit):
+            for images, labels in wrap(
+                first_images(loader, limit), "analyze", progress, batch_count(loader, limit)
+            ):
                 images = images.to(device=device, dtype=dtype)
                 with rec.batch(images.shape[0], images):
                     logits = model(images)

@@ -24,11 +24,12 @@ def register(subparsers) -> None:
             "layer its firing rate per time step; the multiplication-free-inference check."
         ),
     )
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument(
-        "--checkpoint", help="a run folder (its best weights), checkpoint folder or weights file"
+    p.add_argument("--checkpoint", help="a run folder (its best weights), checkpoint folder or weights file")
+    p.add_argument(
+        "--model",
+        help="a model name: alone, analysed with fresh (untrained) weights; with --checkpoint, the model "
+        "plain weights are for (.safetensors, or .pt/.pth such as the SNN-MLP authors')",
     )
-    src.add_argument("--model", help="a model name, analysed with fresh (untrained) weights")
     p.add_argument("--data", help="data set name (default: the checkpoint's); e.g. cifar10")
     p.add_argument("--data-dir", help="where to look for the data first")
     p.add_argument("--split", default="test", choices=("train", "test"), help="which split (default test)")
@@ -54,13 +55,25 @@ def _load_model(args: argparse.Namespace):
     from .. import checkpoint as ckpt
     from .. import models
 
+    if not (args.checkpoint or args.model):
+        raise ValueError("say what to analyse: --checkpoint (a run or weights), --model NAME, or both")
     if args.checkpoint:
         path = Path(args.checkpoint)
         if not path.exists():
             raise FileNotFoundError(
                 f"checkpoint not found: {path} (give a run folder, RUN/best, or a weights file)"
             )
+        if args.model:
+            from ..models.plain_weights import plain_model
+
+            model, config = plain_model(args.model, path, args.data)
+            if config is not None:  # plain weights
+                return model, config, model.num_classes
         model, config, meta = models.from_checkpoint(ckpt.evaluation_weights(path))  # a run: its best
+        if args.model and config["model"] != args.model:
+            raise ValueError(
+                f"{path} holds a {config['model']} model, not {args.model}; name the model it holds"
+            )
         return model, config, int(meta["num_classes"])
     if not args.data:
         raise ValueError("--model needs --data (the data set decides the number of classes)")
@@ -110,6 +123,7 @@ def run_analyze(args: argparse.Namespace) -> int:
         model_name=name,
         data_name=f"{data} ({args.split})",
         make_plots=not args.no_plots,
+        progress=True,
     )
     net = report["network"]
     print(

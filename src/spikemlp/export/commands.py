@@ -12,54 +12,13 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import sys
 from pathlib import Path
 
-import torch
-
-from ..convert.reader import TORCH_SUFFIXES, read_state_dict
 from ..errors import UserError
 
 
-def _read_checkpoint(path: Path) -> dict:
-    if not path.exists():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    if path.is_file() and path.suffix in TORCH_SUFFIXES:
-        return read_state_dict(path)
-    from ..checkpoint import load_weights
-
-    state_dict, _ = load_weights(path)
-    return state_dict
-
-
-def _load_into(model: torch.nn.Module, state_dict: dict, source: Path) -> None:
-    # A model family may define timm's checkpoint_filter_fn(state_dict, model) for foreign layouts.
-    filter_fn = getattr(importlib.import_module(type(model).__module__), "checkpoint_filter_fn", None)
-    if filter_fn is not None:
-        state_dict = filter_fn(state_dict, model)  # e.g. the SNN-MLP authors' layout -> ours
-    result = model.load_state_dict(state_dict, strict=False)
-    if result.missing_keys or result.unexpected_keys:
-        from ..convert import KeyMismatchError
-
-        raise KeyMismatchError(f"checkpoint {source}", result.missing_keys, result.unexpected_keys)
-
-
-def _training_checkpoint(path: Path) -> Path | None:
-    """The checkpoint folder when ``path`` is a ``spikemlp train`` checkpoint (a run folder means its
-    best/), else None (plain weights, or nothing there: ``_read_checkpoint`` reports that)."""
-    from .. import checkpoint as ckpt
-
-    if path.is_file() and path.suffix in TORCH_SUFFIXES:
-        return None
-    if path.is_dir() and not (path / ckpt.MODEL_FILE).exists() and (path / "best").exists():
-        path = path / "best"
-    try:
-        _, meta = ckpt.load_weights(path)
-    except ckpt.CheckpointError:
-        return None
-    return path if "config" in meta else None
-
-
-def _model_from_training_checkpoint(args: argparse.Namespace, path: Path) -> torch.nn.Module:
+def _model_from_training_checkpoint(args: argparse.Namespace, path: Path):
     from ..models import from_checkpoint
 
     model, config, _ = from_checkpoint(path)
@@ -73,34 +32,32 @@ def _model_from_training_checkpoint(args: argparse.Namespace, path: Path) -> tor
     return model
 
 
-def _model_from_weights(args: argparse.Namespace) -> torch.nn.Module:
-    """``args.model`` built fresh, with the weights of ``--checkpoint`` (if any) loaded into it."""
-    from ..models import create
-
-    state_dict = _read_checkpoint(Path(args.checkpoint)) if args.checkpoint else None
-    head = (state_dict or {}).get("head.weight")
-    kwargs = {"num_classes": head.shape[0]} if isinstance(head, torch.Tensor) and head.dim() == 2 else {}
-    given = {"num_classes": args.num_classes, "img_size": args.img_size}
-    kwargs.update({k: v for k, v in given.items() if v is not None})  # the flags win over the checkpoint
-    model = create(args.model, **kwargs)
-    if state_dict is not None:
-        _load_into(model, state_dict, Path(args.checkpoint))
-    return model
-
-
 def run_onnx(args: argparse.Namespace) -> int:
+    # Fail before building the model when the `onnx` extra is missing (the command line names it).
+    importlib.import_module("onnx")
+    if not args.no_check:
+        importlib.import_module("onnxruntime")
+    from ..models.plain_weights import from_weights, training_checkpoint
     from .onnx_export import export_onnx
 
-    trained = _training_checkpoint(Path(args.checkpoint)) if args.checkpoint else None
+    trained = training_checkpoint(Path(args.checkpoint)) if args.checkpoint else None
     # A training checkpoint fixes the image size: args.img_size is None there.
-    model = _model_from_weights(args) if trained is None else _model_from_training_checkpoint(args, trained)
+    if trained is None:
+        model = from_weights(args.model, args.checkpoint, args.num_classes, args.img_size)
+    else:
+        model = _model_from_training_checkpoint(args, trained)
+    batch_size = args.batch_size
+    if batch_size is None and type(model).__name__ == "MLPSPE":
+        # Its traced reshapes fix the batch (the check would refuse a dynamic graph): say so, export one.
+        batch_size = 1
+        print("note: MLP-SPE exports with a fixed batch of 1 (--batch-size N for another)", file=sys.stderr)
     summary = export_onnx(
         model,
         args.out,
         img_size=args.img_size,
         opset=args.opset,
         check=not args.no_check,
-        batch_size=args.batch_size,
+        batch_size=batch_size,
     )
     summary["model"] = args.model
     print(json.dumps(summary))
@@ -135,7 +92,7 @@ def register(subparsers) -> None:
         "--batch-size",
         type=int,
         default=None,
-        help="fix the batch size (default: a dynamic batch axis; MLP-SPE models need a fixed one)",
+        help="fix the batch size (default: a dynamic batch axis; for MLP-SPE, which needs a fixed one, 1)",
     )
     onnx.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
     onnx.add_argument("--no-check", action="store_true", help="skip the onnxruntime comparison")

@@ -60,9 +60,22 @@ class _ConfigArgumentParser(argparse.ArgumentParser):
         return ns, []
 
 
+# The flags of timm's train.py (and torchvision's reference scripts) for the same keys, typed from habit.
+TIMM_FLAGS = {
+    "accum_steps": ["--grad-accum-steps"],
+    "auto_augment": ["--aa"],
+    "batch_size": ["-b"],
+    "workers": ["-j"],
+    "ema": ["--model-ema"],
+    "ema_decay": ["--model-ema-decay"],
+}
+AMP_SWITCH = "switch"  # `--amp` alone: autocast in --amp-dtype (timm's default float16)
+AMP_DTYPES = {"float16": "fp16", "bfloat16": "bf16", "fp16": "fp16", "bf16": "bf16"}
+
+
 def _option_strings(name: str) -> list[str]:
     dashed = name.replace("_", "-")
-    return [f"--{name}"] + ([f"--{dashed}"] if dashed != name else [])
+    return [f"--{name}"] + ([f"--{dashed}"] if dashed != name else []) + TIMM_FLAGS.get(name, [])
 
 
 def register(subparsers) -> None:
@@ -78,33 +91,39 @@ def register(subparsers) -> None:
     )
     p.__class__ = _ConfigArgumentParser  # our parse_known_args: one clear error for unknown keys
     p.add_argument("-c", "--config", help="recipe YAML file (configs/NAME.yaml)")
-    p.add_argument("--out", help="run folder for config, metrics, checkpoints and summary")
+    p.add_argument("--out", "--output", help="run folder for config, metrics, checkpoints and summary")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace the run already in --out (its files)")
     keys = p.add_argument_group("configuration keys (override the recipe; values are read as YAML)")
     helps, defaults = field_help(), TrainConfig()
     for f in dataclasses.fields(TrainConfig):
-        flag = f.type in ("bool", bool)  # --ema alone means --ema true
+        flag = f.type in ("bool", bool) or f.name == "amp"  # --ema alone means --ema true
         keys.add_argument(
             *_option_strings(f.name),
             dest=f"cfg_{f.name}",
             default=argparse.SUPPRESS,
             metavar="VALUE",
             nargs="?" if flag else None,
-            const="true" if flag else None,
+            const=(AMP_SWITCH if f.name == "amp" else "true") if flag else None,
             help=f"{helps.get(f.name, '')} (default: {getattr(defaults, f.name)!r})".strip(),
         )
+    keys.add_argument(
+        "--amp-dtype", choices=sorted(AMP_DTYPES), help="the autocast type of --amp alone (default float16)"
+    )
     p.set_defaults(func=run_train)
 
     e = subparsers.add_parser(
         "eval",
         help="evaluate a checkpoint: top-1, top-5 and per-class accuracy",
         description="Evaluate a checkpoint (a run folder, RUN_DIR/best, RUN_DIR/last, or a model.safetensors "
-        "written by spikemlp train) on a data set's test split.",
+        "written by spikemlp train) on a data set's test split; with --model NAME, plain weights too "
+        "(a .safetensors file, or a .pt/.pth such as the SNN-MLP authors', converted on reading).",
     )
     e.add_argument(
         "--checkpoint", required=True, help="RUN_DIR (uses best/), RUN_DIR/best, RUN_DIR/last, ..."
     )
+    e.add_argument("--model", help="the model plain weights are for (with --data), e.g. snn_mlp_t")
+    e.add_argument("--limit", type=int, help="evaluate the first this many images only")
     e.add_argument("--data", help="data set name (default: the one the model was trained on)")
     e.add_argument("--data-dir", help="where to look for the data first")
     e.add_argument("--batch-size", type=int, default=256)
@@ -131,6 +150,9 @@ def _overrides(args: argparse.Namespace) -> dict:
     for key, raw in vars(args).items():
         if key.startswith("cfg_"):
             values[key[4:]] = parse_value(raw)
+    amp_dtype = getattr(args, "amp_dtype", None)
+    if values.get("amp") == AMP_SWITCH or (amp_dtype and "amp" not in values):
+        values["amp"] = AMP_DTYPES[amp_dtype or "float16"]  # timm's --amp [--amp-dtype bfloat16]
     items = getattr(args, "model_kwargs_items", None)
     if items:
         values["model_kwargs"] = {**values.get("model_kwargs", {}), **items}
@@ -142,6 +164,7 @@ def run_train(args: argparse.Namespace) -> int:
 
     from .config import from_dict, load_config
     from .resume_checks import check_resume
+    from .time_budget import resume_overrides
     from .trainer import read_run_config
 
     started_at = time.time()
@@ -154,6 +177,9 @@ def run_train(args: argparse.Namespace) -> int:
             raise ValueError("--resume RUN_DIR writes into RUN_DIR; leave out --out or give the same folder")
         saved = read_run_config(run_dir)
         check_resume(saved, overrides, run_dir)
+        overrides, note = resume_overrides(saved, overrides)
+        if note:
+            print(note)
         if "model_kwargs" in overrides:
             overrides["model_kwargs"] = {**saved.get("model_kwargs", {}), **overrides["model_kwargs"]}
         cfg = from_dict({**saved, **overrides}, where=f"{run_dir}/config.yaml and the command line")
@@ -201,13 +227,25 @@ def run_eval(args: argparse.Namespace) -> int:
 
     from .. import checkpoint as ckpt
     from ..data import loaders
-    from .config import to_dict
+    from .config import from_dict, to_dict
     from .distributed import pick_device
     from .evaluate import evaluate
     from .trainer import model_from_checkpoint
 
-    path = ckpt.evaluation_weights(args.checkpoint)  # a run folder: its best weights
-    model, cfg, meta = model_from_checkpoint(path, ema=args.ema)
+    if args.limit is not None and args.limit <= 0:
+        raise ValueError(f"--limit must be a positive number of images, got {args.limit}")
+    path, cfg = Path(args.checkpoint), None
+    if args.model:
+        from ..models.plain_weights import plain_model
+
+        model, config = plain_model(args.model, path, args.data)  # None: a training checkpoint
+        if config is not None:
+            cfg, meta = from_dict(config, where=f"--model {args.model}"), {"num_classes": model.num_classes}
+    if cfg is None:
+        path = ckpt.evaluation_weights(args.checkpoint)  # a run folder: its best weights
+        model, cfg, meta = model_from_checkpoint(path, ema=args.ema)
+        if args.model and cfg.model != args.model:
+            raise ValueError(f"{path} holds a {cfg.model} model, not {args.model}; name the model it holds")
     data = args.data or cfg.data
     device = pick_device(args.device)
     model = model.to(device)
@@ -226,7 +264,9 @@ def run_eval(args: argparse.Namespace) -> int:
             f"the checkpoint classifies {num_classes} classes but {data} has {facts.num_classes}"
         )
     tta = args.tta or cfg.tta
-    result = evaluate(model, loader, num_classes, device, dtype=dtype, tta=tta)
+    result = evaluate(
+        model, loader, num_classes, device, dtype=dtype, tta=tta, progress=True, limit=args.limit
+    )
     names = loaders.class_names(split, num_classes)
     where = ckpt.resolve(path) if path.is_dir() else path
     print(

@@ -1,9 +1,10 @@
 """Training configuration: one dataclass of every key with its default (the schema), YAML recipes that set
 some of them, and command-line overrides of any key.
 
-A recipe in ``configs/`` is a flat YAML mapping of keys from :class:`TrainConfig`; ``spikemlp train`` reads
-it, applies ``--KEY VALUE`` overrides (values are read as YAML, then checked against the key's type) and
-saves the resolved configuration as ``RUN_DIR/config.yaml``, so every run can be repeated from its folder.
+A recipe in ``configs/`` is a flat YAML mapping of keys from :class:`TrainConfig`, found by name from any
+folder (``recipes``); ``spikemlp train`` reads it, applies ``--KEY VALUE`` overrides (values are read as
+YAML, then checked against the key's type) and saves the resolved configuration as ``RUN_DIR/config.yaml``,
+so every run can be repeated from its folder.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from . import recipes
 from .config_ranges import range_errors
 
 
@@ -33,11 +35,13 @@ class TrainConfig:
 
     # --- model -------------------------------------------------------------------------------------------
     model: str = "mlp_spe_xt_cifar"  # a timm-registered name (``import spikemlp`` registers ours)
-    T: int | None = 4  # time steps, passed to the model; null for models without time (SNN-MLP)
+    T: int | None = None  # time steps, passed to the model when set (null: the model's own; SNN-MLP has none)
     img_size: int | None = None  # passed to the model when set (null: the model's default)
     num_classes: int = 0  # 0: the data set's number of classes
     drop_path: float = 0.0  # stochastic depth rate, passed as drop_path_rate when > 0
     model_kwargs: dict = field(default_factory=dict)  # any other model argument (embed_dim, depths, ...)
+    pretrained: bool = False  # start from the model's released weights (timm's; SNN-MLP: the authors')
+    initial_checkpoint: str | None = None  # start from these weights (a checkpoint or weights file)
     sync_bn: bool = False  # convert BatchNorm to SyncBatchNorm under DDP
     grad_checkpointing: bool = False  # model.set_grad_checkpointing(True): less memory, more compute
     # torch.compile the training forward and backward (evaluation runs the model as it is). The first step
@@ -195,11 +199,11 @@ def from_dict(values: dict[str, Any], where: str = "the configuration", base: Tr
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
+    """The mapping in the recipe ``path``: a YAML file or a shipped recipe's name (``recipes.find``)."""
+    path = recipes.find(path)
     if not path.is_file():
         raise FileNotFoundError(
-            f"recipe {path} not found; the recipes are in configs/ (for example "
-            f"configs/cifar10_cpu_speedrun.yaml)"
+            f"recipe {path} not found; give a YAML file or a recipe's name (for example cifar10_cpu_speedrun)"
         )
     try:
         values = yaml.safe_load(path.read_text()) or {}

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from ..data.limit import batch_count, first_images
+from ..progress import wrap
 from .config import TTA_MODES
 from .distributed import DistInfo, all_reduce_sum
 
@@ -53,10 +55,13 @@ def evaluate(
     autocast: contextlib.AbstractContextManager | None = None,
     dtype: torch.dtype = torch.float32,
     tta: str = "none",
+    progress: bool = False,
+    limit: int | None = None,
 ) -> EvalResult:
     """Accuracy of ``model`` over ``loader`` (this rank's slice), counts summed over all ranks. With
     ``tta="hflip"`` an image's logits are the mean of its own and its mirror image's; ``top1_single_view``
-    is then the top-1 of the plain images alone."""
+    is then the top-1 of the plain images alone. ``progress``: show the batches done (spikemlp.progress);
+    ``limit``: the first this many images only."""
     import time
 
     start = time.perf_counter()
@@ -68,7 +73,7 @@ def evaluate(
     # [correct top1 per class (K), total per class (K), correct top1 of the plain view, correct top5,
     # loss sum] in one tensor for one reduce
     stats = torch.zeros(2 * num_classes + 3, dtype=torch.float64, device=device)
-    for images, labels in loader:
+    for images, labels in wrap(first_images(loader, limit), "eval", progress, batch_count(loader, limit)):
         images = images.to(device, dtype=dtype, non_blocking=True)
         labels = labels.to(device, non_blocking=True)
         with autocast or contextlib.nullcontext():

@@ -60,8 +60,11 @@ class RunLog:
             from torch.utils.tensorboard import SummaryWriter
 
             self.tb = SummaryWriter(log_dir=str(run_dir))
-        except ImportError:  # pragma: no cover (tensorboard is a dependency; stay usable without it)
-            self.print("note: tensorboard is not installed; metrics go to metrics.csv only")
+        except ImportError:  # an optional extra: the run goes on with metrics.csv, said once
+            self.print(
+                "note: tensorboard is not installed; metrics go to metrics.csv only "
+                "(for TensorBoard logs: pip install 'spikemlp[tensorboard]')"
+            )
 
     def print(self, msg: str) -> None:
         if self.active:
@@ -72,21 +75,12 @@ class RunLog:
             sys.stdout.flush()
 
     def progress_bar(self, total: int, initial: int, desc: str):
-        """A tqdm bar for one epoch's batches, or None when there is no progress display."""
+        """A progress display for one epoch's batches (``spikemlp.progress``), or None when there is none."""
         if not self.progress:
             return None
-        from tqdm import tqdm
+        from ..progress import bar
 
-        return tqdm(
-            total=total,
-            initial=initial,
-            desc=desc,
-            unit="batch",
-            dynamic_ncols=True,
-            leave=False,
-            file=sys.stderr,
-            mininterval=1.0,
-        )
+        return bar(total, desc, initial=initial)
 
     def scalars(self, step: int, **values: float | None) -> None:
         if self.tb is not None:

@@ -133,7 +133,12 @@ def build_state(
     broadcasts rank 0's) and everything around it: DDP, compilation, EMA, optimizer, schedule, scaler."""
     device = info.device
     seed_everything(cfg.seed)
-    model = models.from_config(to_dict(cfg), num_classes).to(device)
+    model = models.from_config(to_dict(cfg), num_classes)
+    if cfg.pretrained or cfg.initial_checkpoint:
+        from ..models.plain_weights import load_initial_weights
+
+        load_initial_weights(model, cfg.pretrained, cfg.initial_checkpoint)
+    model = model.to(device)
     if cfg.grad_checkpointing:
         if not hasattr(model, "set_grad_checkpointing"):
             raise ValueError(

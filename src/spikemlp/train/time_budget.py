@@ -25,6 +25,36 @@ EVAL_MARGIN = 1.15  # a measured evaluation is assumed to take this much longer 
 EVAL_SHARE_OF_STEP = 0.5
 
 
+def resumed_minutes(
+    saved: float | None, given: float | None, elapsed_before: float
+) -> tuple[float | None, bool]:
+    """(the whole run's budget in minutes, whether to fit it afresh) for a run resumed with ``given``
+    minutes (the configuration's) after ``elapsed_before`` seconds, whose budget was ``saved``. A budget
+    other than the run's own is that many more minutes from now (``--resume RUN --time-budget 10``)."""
+    if given is None or given == saved:
+        return given, False
+    return elapsed_before / 60.0 + given, True
+
+
+def resume_overrides(saved: dict, overrides: dict) -> tuple[dict, str | None]:
+    """The overrides of ``--resume`` with what they mean for the budget, and a note to print: ``--epochs``
+    alone on a budgeted run lifts the budget, so that the run trains to that many epochs."""
+    if "epochs" in overrides and saved.get("time_budget") and "time_budget" not in overrides:
+        note = (
+            f"note: --epochs {overrides['epochs']} on a run with a time budget of "
+            f"{saved['time_budget']:g} min: the budget is lifted and the run trains to that many epochs "
+            "(--time-budget M instead gives it M more minutes)"
+        )
+        return {**overrides, "time_budget": None}, note
+    return overrides, None
+
+
+def eval_passes(tta: str, ema: bool) -> int:
+    """Forward passes per test image of one evaluation: the mirror image's too with flip test-time
+    augmentation, all of them again for the EMA weights."""
+    return (2 if tta == "hflip" else 1) * (2 if ema else 1)
+
+
 @dataclass(kw_only=True)
 class TimeBudget:
     """Wall clock and step plan of a run under ``minutes`` of budget (``None``: no budget)."""
@@ -35,6 +65,8 @@ class TimeBudget:
     images_per_step: int  # images one process sees per optimizer step (batch size x accumulation)
     eval_images: int  # images one process evaluates in one evaluation
     eval_every: int = 1
+    # forward passes per image of one evaluation: 2 with flip test-time augmentation, twice that with EMA
+    eval_passes: int = 1
     elapsed_before: float = 0.0  # seconds the run took before a resume
     fitted: bool = False  # the step count is fitted already (a resumed run's; refreshed at epoch ends)
     clock: Callable[[], float] = time.perf_counter  # seconds
@@ -62,8 +94,9 @@ class TimeBudget:
 
     def resumed_total(self, saved_total: int, step: int) -> int:
         """The step plan of a run resumed at ``step`` that had planned ``saved_total`` steps: a budget
-        keeps its fit; otherwise a changed number of epochs moves the end (unless already passed)."""
-        if self.enabled or saved_total == self.max_steps or step >= self.max_steps:
+        keeps its fit (a new budget plans the recipe's steps until it fits them afresh); otherwise a
+        changed number of epochs moves the end (unless already passed)."""
+        if (self.enabled and self.fitted) or saved_total == self.max_steps or step >= self.max_steps:
             return saved_total
         return self.max_steps
 
@@ -74,8 +107,12 @@ class TimeBudget:
         if self.eval_seconds is not None:
             return self.eval_seconds * EVAL_MARGIN + extra
         if self.sec_per_image is not None:
-            return self.eval_images * self.sec_per_image * EVAL_SHARE_OF_STEP + extra
+            return self.estimated_eval_seconds() + extra
         return 0.0
+
+    def estimated_eval_seconds(self) -> float:
+        """One evaluation's seconds before any is measured: its forward passes at the training pace."""
+        return self.eval_images * self.eval_passes * self.sec_per_image * EVAL_SHARE_OF_STEP
 
     def fit_steps(self, step: int, sec_per_step: float) -> int:
         """The total steps that fit in the rest of the budget at ``sec_per_step``, counted from ``step``
@@ -99,9 +136,7 @@ class TimeBudget:
         rate = (self.clock() - start) / (step - first)
         self.sec_per_step, self.sec_per_image = rate, rate / self.images_per_step
         if self.eval_seconds is None:  # no evaluation measured yet: estimate its share
-            self.eval_overhead_per_epoch = (
-                self.eval_images * self.sec_per_image * EVAL_SHARE_OF_STEP / self.eval_every
-            )
+            self.eval_overhead_per_epoch = self.estimated_eval_seconds() / self.eval_every
         self.fitted = True
         return self.fit_steps(step, rate)
 

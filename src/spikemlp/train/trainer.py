@@ -42,7 +42,7 @@ from .epoch import EpochRunner, EpochStats, NonFiniteLossError
 from .evaluate import EvalResult, evaluate
 from .run_log import EpochRecord, RunLog
 from .run_state import build_state
-from .time_budget import TimeBudget
+from .time_budget import TimeBudget, eval_passes, resumed_minutes
 
 
 @dataclass
@@ -155,9 +155,11 @@ class _Run:
         upe = d.updates_per_epoch
         max_steps = cfg.epochs * upe
         self.state = build_state(cfg, info, d.num_classes, max_steps, round(cfg.warmup_epochs * upe))
-        planned, elapsed_before = max_steps, 0.0
+        planned, elapsed_before, fresh_budget = max_steps, 0.0, not resume
         if resume:
             planned, elapsed_before = self.state.restore(run_dir / "last", info.rank, info.world_size)
+            saved_minutes = read_run_config(run_dir).get("time_budget")  # config.yaml is rewritten later
+            cfg.time_budget, fresh_budget = resumed_minutes(saved_minutes, cfg.time_budget, elapsed_before)
         self.budget = TimeBudget(
             cfg.time_budget,
             max_steps=max_steps,
@@ -165,8 +167,9 @@ class _Run:
             images_per_step=cfg.batch_size * cfg.accum_steps,
             eval_images=math.ceil(len(d.test_split) / info.world_size),
             eval_every=cfg.eval_every,
+            eval_passes=eval_passes(cfg.tta, cfg.ema),
             elapsed_before=elapsed_before,
-            fitted=resume,  # a resumed run keeps its fitted number of steps (refreshed at epoch ends)
+            fitted=not fresh_budget,  # a resumed run keeps its fit (refreshed at epoch ends), unless new
             started_at=started_at,
         )
         replanned = self.budget.resumed_total(planned, self.state.global_step)
@@ -189,8 +192,9 @@ class _Run:
             self.log.print(
                 f"note: amp={cfg.amp} applies to CUDA only; training in {cfg.dtype} on {info.device.type}"
             )
+        T = getattr(s.model, "T", cfg.T)  # the model's own when the configuration leaves it unset
         self.log.print(
-            f"spikemlp train: {cfg.model} ({n_params / 1e6:.3f}M parameters, T={cfg.T}) on {cfg.data} "
+            f"spikemlp train: {cfg.model} ({n_params / 1e6:.3f}M parameters, T={T}) on {cfg.data} "
             f"[{d.pipeline} pipeline, {len(d.train_split)} train / {len(d.test_split)} test images], "
             f"{info.world_size} process(es) on {info.device}, global batch {self.global_batch}, "
             f"{d.updates_per_epoch} steps per epoch"
@@ -211,7 +215,15 @@ class _Run:
         d, e, info = self.data, self.epochs, self.info
         broadcast_buffers(module, info)  # every rank evaluates with rank 0's statistics, the checkpoint's
         return evaluate(
-            module, d.test_loader, d.num_classes, info.device, info, e.autocast, e.dtype, self.cfg.tta
+            module,
+            d.test_loader,
+            d.num_classes,
+            info.device,
+            info,
+            e.autocast,
+            e.dtype,
+            self.cfg.tta,
+            progress=self.log.progress,
         )
 
     def _save_config(self) -> None:
@@ -341,7 +353,7 @@ class _Run:
             "stopped_by": stop_reason,
             "model": cfg.model,
             "parameters": sum(p.numel() for p in s.model.parameters()),
-            "T": cfg.T,
+            "T": getattr(s.model, "T", cfg.T),
             "data": cfg.data,
             "test_images": ev.count,
             "device": str(info.device),

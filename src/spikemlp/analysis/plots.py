@@ -15,15 +15,16 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
+from .._files import atomic_write
+
 
 def _save(fig: Figure, path: Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(fig)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    tmp.replace(path)
-    return path
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100), suffix=".png")
+
+
+def _empty(ax, text: str = "no spiking neuron layers") -> None:
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes)
 
 
 def _stage_colours(stages: list[str]) -> dict[str, tuple]:
@@ -47,7 +48,7 @@ def plot_rate_per_layer(report: dict, path: Path) -> Path:
         ax.legend(handles=handles, fontsize=8, ncol=min(len(colours), 5))
         ax.set_xlim(-0.6, len(neurons) - 0.4)
     else:
-        ax.text(0.5, 0.5, "no spiking neuron layers", ha="center", va="center", transform=ax.transAxes)
+        _empty(ax)
     ax.set_xlabel("neuron layer (forward order)")
     ax.set_ylabel("mean firing rate")
     ax.set_title(f"{report.get('model', 'model')}: firing rate per layer")
@@ -73,7 +74,7 @@ def plot_rate_per_step(report: dict, path: Path) -> Path:
         ax.legend(fontsize=8)
         ax.set_xticks(np.arange(1, max(len(n["rate_per_step"]) for n in neurons) + 1))
     else:
-        ax.text(0.5, 0.5, "no spiking neuron layers", ha="center", va="center", transform=ax.transAxes)
+        _empty(ax)
     ax.set_xlabel("time step")
     ax.set_ylabel("firing rate")
     ax.set_title("firing rate per time step")
@@ -86,7 +87,7 @@ def plot_raster(rasters: list[tuple[str, np.ndarray]], path: Path) -> Path:
     fig = Figure(figsize=(6.0, 1.6 + 1.4 * rows), layout="constrained")
     if not rasters:
         ax = fig.add_subplot()
-        ax.text(0.5, 0.5, "no spiking neuron layers", ha="center", va="center", transform=ax.transAxes)
+        _empty(ax)
         return _save(fig, path)
     for i, (name, r) in enumerate(rasters):
         ax = fig.add_subplot(rows, 1, i + 1)
@@ -108,7 +109,7 @@ def plot_heatmaps(panels: list[tuple[str, np.ndarray]], path: Path, title: str, 
     if not panels:
         fig = Figure(figsize=(4, 3), layout="constrained")
         ax = fig.add_subplot()
-        ax.text(0.5, 0.5, "nothing to show", ha="center", va="center", transform=ax.transAxes)
+        _empty(ax, "nothing to show")
         return _save(fig, path)
     cols = min(cols, len(panels))
     rows = (len(panels) + cols - 1) // cols

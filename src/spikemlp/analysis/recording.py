@@ -81,7 +81,6 @@ class SynapticStats:
     name: str
     layer_type: str
     calls: int = 0
-    steps_seen: int = 0  # S of the last call: T, or 1 when the layer runs once for all steps
     numel_per_step: list[int] = field(default_factory=list)  # input elements per step, summed over images
     nonzero_per_step: list[int] = field(default_factory=list)
     sops_per_step: list[int] = field(default_factory=list)
@@ -159,7 +158,6 @@ class ActivityRecorder:
             if st.calls == 0 and self._images is not None and xs.shape[1:] == self._images.shape:
                 st.sees_image = bool((xs == self._images.to(xs.dtype)).all())
             st.calls += 1
-            st.steps_seen = S
             active = xs != 0
             nonzero = active.flatten(1).sum(1)
             _accumulate(st.numel_per_step, [xs[0].numel()] * S)

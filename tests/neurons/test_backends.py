@@ -332,3 +332,19 @@ def test_auto_on_cuda_uses_triton_and_matches_reference(dtype):
     (s0, v0, g0), (s1, v1, g1) = run_both(lambda b: LIF(backend=b, return_membrane=True), x, "triton")
     assert torch.equal(s1, s0) and torch.equal(v1, v0)
     torch.testing.assert_close(g1, g0, **grad_tolerance(dtype, g0))
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("backend", ["triton", "auto"])
+def test_learnable_tau_on_cuda_never_waits_for_the_device(backend):
+    # tau reaches the Triton kernels as a pointer to its tensor: no host synchronisation per call.
+    lif = LIF(tau=1.7, learnable_tau=True, backend=backend).cuda()
+    x = random_input(torch.bfloat16).cuda().requires_grad_()
+    lif(x).sum().backward()  # compiles the kernels first
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")  # a synchronising call raises
+    try:
+        lif(x).sum().backward()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert torch.isfinite(lif.tau_logit.grad) and lif.tau_logit.grad != 0 and x.grad.abs().sum() > 0

@@ -80,7 +80,7 @@ TAU_CHECK = textwrap.dedent(
     def run(x, fp32_tau=False):  # the CUDA implementation with CUDA's constants, on CPU tensors
         def cuda_constants(*args):
             c = real(*args, device_type="cuda")
-            return dict(c, tau=1.7, tau_value=1.7) if fp32_tau else c
+            return dict(c, tau_round=0) if fp32_tau else c  # the kernel then divides by the fp32 tau
 
         triton_lif._constants = cuda_constants
         s, v, _ = triton_lif._lif_forward_cuda(*triton_lif.lif.forward_args(x, tau, spec, True))

@@ -6,9 +6,11 @@ writes the spikes and the charge H once; the backward reads the incoming gradien
 The forward repeats PyTorch's CUDA arithmetic for the reference loop, rounding to the storage dtype after
 each elementwise operation (bf16/fp16 compute in fp32): on CUDA, ``tensor / python_float`` multiplies by
 the fp32 reciprocal and ``tensor - python_float`` subtracts the fp32 number, while a tensor tau is a true
-division. The host passes the constants accordingly (``_constants``), so the same kernels reproduce the CPU
-arithmetic on CPU tensors in Triton's interpreter (TRITON_INTERPRET=1): how they are tested without a GPU
-(:func:`lif_triton` runs them on any device). FMA contraction is off (enable_fp_fusion=False).
+division. The host passes the constants accordingly (``_constants``); a learnable tau goes as a pointer
+to its 0-dim tensor, read (and rounded as CUDA rounds it) in the kernel, so that no call waits for the
+device to hand tau to the host. The same kernels reproduce the CPU arithmetic on CPU tensors in Triton's
+interpreter (TRITON_INTERPRET=1): how they are tested without a GPU (:func:`lif_triton` runs them on any
+device). FMA contraction is off (enable_fp_fusion=False).
 """
 
 from __future__ import annotations
@@ -64,6 +66,12 @@ if triton is not None:
             return a * tau
 
     @triton.jit
+    def _load_tau(tau_ptr, TAU_ROUND: tl.constexpr):
+        # A tensor tau as ATen divides by it: on CUDA cast to the input's dtype first (TAU_ROUND), on the
+        # CPU read as its float32.
+        return _round(tl.load(tau_ptr).to(tl.float32), TAU_ROUND)
+
+    @triton.jit
     def _reset(h, s, v_reset_mul, v_th_mul, HARD: tl.constexpr, ROUND: tl.constexpr):
         if HARD:
             return _round(h * (1.0 - s) + v_reset_mul * s, ROUND)
@@ -88,8 +96,11 @@ if triton is not None:
         x_ptr, s_ptr, h_ptr, v_ptr, T, N,
         tau, v_th_sub, v_reset_sub, v_reset_mul, v_th_mul, v_init,
         MODE: tl.constexpr, HARD: tl.constexpr, TRUE_DIV: tl.constexpr, ROUND: tl.constexpr,
-        SAVE_H: tl.constexpr, RET_V: tl.constexpr, BLOCK: tl.constexpr,
+        SAVE_H: tl.constexpr, RET_V: tl.constexpr, TAU_PTR: tl.constexpr, TAU_ROUND: tl.constexpr,
+        BLOCK: tl.constexpr,
     ):  # fmt: skip
+        if TAU_PTR:  # tau is the pointer to a learnable tau
+            tau = _load_tau(tau, TAU_ROUND)
         pid = tl.program_id(0)
         offs = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
         mask = offs < N
@@ -122,8 +133,11 @@ if triton is not None:
         tau, tau_value, v_th_sub, v_reset_value, v_reset_mul, v_th_mul, v_init, alpha, atan_scale,
         MODE: tl.constexpr, HARD: tl.constexpr, DETACH: tl.constexpr, SG: tl.constexpr,
         TRUE_DIV: tl.constexpr, ROUND: tl.constexpr, HAS_GV: tl.constexpr, TAU_GRAD: tl.constexpr,
-        BLOCK: tl.constexpr,
+        TAU_PTR: tl.constexpr, TAU_ROUND: tl.constexpr, BLOCK: tl.constexpr,
     ):  # fmt: skip
+        if TAU_PTR:  # tau is the pointer to a learnable tau (then divided by truly: tau_value is tau)
+            tau = _load_tau(tau, TAU_ROUND)
+            tau_value = tau
         pid = tl.program_id(0)
         offs = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
         mask = offs < N
@@ -182,9 +196,7 @@ def _constants(x: torch.Tensor, tau, tau_value, mode, v_threshold, v_reset, hard
     tensor, else the number ``tau_value``; none for IF)."""
     dtype, on_cuda = x.dtype, (device_type or x.device.type) == "cuda"
     tensor_tau = tau is not None and mode != CHARGE_IF
-    tau_value = float(tau.detach()) if tensor_tau else (1.0 if mode == CHARGE_IF else float(tau_value))
-    if on_cuda and tensor_tau:  # CUDA casts a tensor tau to x's dtype before dividing
-        tau_value = _as_storage(tau_value, dtype)  # (the CPU reads a 0-dim tensor as a float32 number)
+    tau_value = 1.0 if tensor_tau or mode == CHARGE_IF else float(tau_value)  # a tensor tau: in the kernel
     # CPU divides by the number; CUDA multiplies by the fp32 reciprocal of a Python number, but divides by
     # a tensor tau.
     true_div = not on_cuda or tensor_tau
@@ -194,8 +206,9 @@ def _constants(x: torch.Tensor, tau, tau_value, mode, v_threshold, v_reset, hard
     else:  # the CPU narrows the number to the tensor's dtype first
         v_th_sub, v_reset_sub = _as_storage(v_threshold, dtype), _as_storage(v_reset, dtype)
     v_reset_mul = _as_storage(v_reset, dtype)
+    reciprocal = float(np.float32(1.0) / np.float32(tau_value))
     return {
-        "tau": tau_value if true_div else float(np.float32(1.0) / np.float32(tau_value)),
+        "tau": tau.detach().to(x.device) if tensor_tau else tau_value if true_div else reciprocal,
         "tau_value": tau_value,
         "true_div": true_div,
         "v_th_sub": v_th_sub,
@@ -205,6 +218,9 @@ def _constants(x: torch.Tensor, tau, tau_value, mode, v_threshold, v_reset, hard
         "v_th_mul": _as_storage(v_threshold, dtype),
         "v_init": v_reset_mul if hard_reset else 0.0,
         "round": _ROUND_CODES[dtype],
+        "tau_ptr": tensor_tau,
+        # CUDA casts a tensor tau to x's dtype before dividing (the CPU reads a 0-dim tensor as its float32)
+        "tau_round": _ROUND_CODES[dtype] if on_cuda else _ROUND_NONE,
     }
 
 
@@ -222,7 +238,8 @@ def _lif_forward_cuda(x, tau, tau_value, mode, v_threshold, v_reset, hard_reset,
         x, spikes, h_seq, v_seq, T, N,
         c["tau"], c["v_th_sub"], c["v_reset_sub"], c["v_reset_mul"], c["v_th_mul"], c["v_init"],
         MODE=mode, HARD=hard_reset, TRUE_DIV=c["true_div"], ROUND=c["round"],
-        SAVE_H=keep_charge, RET_V=return_membrane, BLOCK=BLOCK, enable_fp_fusion=False,
+        SAVE_H=keep_charge, RET_V=return_membrane, TAU_PTR=c["tau_ptr"], TAU_ROUND=c["tau_round"],
+        BLOCK=BLOCK, enable_fp_fusion=False,
     )  # fmt: skip
     return spikes, v_seq if return_membrane else x.new_empty(0), h_seq if keep_charge else x.new_empty(0)
 
@@ -245,7 +262,7 @@ def _lif_backward_cuda(saved, grad_spikes, grad_membrane, tau, tau_value, mode, 
         c["v_init"], alpha, math.pi / 2 * alpha,
         MODE=mode, HARD=hard_reset, DETACH=detach_reset, SG=surrogate,
         TRUE_DIV=c["true_div"], ROUND=c["round"], HAS_GV=grad_v is not None, TAU_GRAD=want_tau,
-        BLOCK=BLOCK, enable_fp_fusion=False,
+        TAU_PTR=c["tau_ptr"], TAU_ROUND=c["tau_round"], BLOCK=BLOCK, enable_fp_fusion=False,
     )  # fmt: skip
     return grad_x, partials.double().sum()
 

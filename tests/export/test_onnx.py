@@ -91,10 +91,33 @@ def test_mlp_spe_exports_its_neurons_not_a_constant(tmp_path):
     assert (_run(path, images) - expected).abs().max().item() <= 1e-4
 
 
-def test_mlp_spe_with_a_dynamic_batch_is_refused_with_advice(tmp_path):
-    # The check runs a batch of 2 through a graph traced on 1 image: MLP-SPE's reshapes fix the batch.
+def test_mlp_spe_exports_with_a_dynamic_batch(tmp_path):
+    # Traced on 1 image; its merged time-batch reshapes must not record that size as a constant.
+    model = _lively_mlp_spe()
+    path = tmp_path / "dynamic.onnx"
+    summary = export_onnx(model, path)
+    assert summary["dynamic_batch"] and summary["max_abs_diff"] <= 1e-4
+    for n in (1, 2, 3):
+        images = torch.randn(n, 3, 32, 32, generator=torch.Generator().manual_seed(10 + n))
+        with torch.no_grad():
+            expected = model(images)
+        assert (_run(path, images) - expected).abs().max().item() <= 1e-4
+
+
+class _FixedBatch(torch.nn.Module):
+    """A model whose trace records its batch size: ``len`` is a Python int to the tracer."""
+
+    def forward(self, images):
+        n = len(images)
+        return images.reshape(n, -1).reshape(n, 3, 8, 8).flatten(1)[:, :10]
+
+
+def test_a_graph_that_fixed_its_batch_is_refused_with_advice(tmp_path):
+    # The check runs a batch of 2 through a graph traced on 1 image: a graph that fixed the batch fails.
+    model = _FixedBatch()
+    model.pretrained_cfg = {"input_size": (3, 8, 8)}
     with pytest.raises(ValueError, match=r"fixed the batch size while tracing: .*--batch-size N"):
-        export_onnx(_lively_mlp_spe(), tmp_path / "dynamic.onnx")
+        export_onnx(model, tmp_path / "dynamic.onnx")
     assert not (tmp_path / "dynamic.onnx").exists()  # a file that failed its check is removed
 
 
@@ -110,14 +133,23 @@ def test_the_check_runs_two_batch_sizes_when_dynamic(tmp_path, monkeypatch):
     assert seen == [2, 3] and summary["dynamic_batch"] and summary["max_abs_diff"] <= 1e-4
 
 
-def test_cli_exports_mlp_spe_with_a_fixed_batch_and_says_so(tmp_path, capsys):
+def test_cli_exports_mlp_spe_with_a_dynamic_batch(tmp_path, capsys):
+    # The default export of the full mlp_spe_xt_cifar, with weights that make spikes reach the head.
+    model = timm.create_model("mlp_spe_xt_cifar")
+    model = randomize_bn_lively(model, torch.Generator().manual_seed(1)).eval()
+    weights = tmp_path / "spe.pt"
+    torch.save(model.state_dict(), weights)
     out = tmp_path / "spe.onnx"
-    assert main(["export", "onnx", "mlp_spe_xt_cifar", str(out)]) == 0
-    captured = capsys.readouterr()
-    summary = json.loads(captured.out.splitlines()[0])
-    assert "fixed batch of 1" in captured.err and not summary["dynamic_batch"]
-    assert summary["input_shape"] == [1, 3, 32, 32] and summary["max_abs_diff"] <= 1e-4
-    assert _run(out, torch.randn(1, 3, 32, 32)).shape == (1, 10)
+    assert main(["export", "onnx", "mlp_spe_xt_cifar", str(out), "--checkpoint", str(weights)]) == 0
+    summary = json.loads(capsys.readouterr().out.splitlines()[0])
+    assert summary["dynamic_batch"] and summary["input_shape"] == [1, 3, 32, 32]
+    assert summary["max_abs_diff"] <= 1e-4
+    for n in (1, 2, 3):
+        images = torch.randn(n, 3, 32, 32, generator=torch.Generator().manual_seed(n))
+        with torch.no_grad():
+            expected = model(images)
+        assert (_run(out, images) - expected).abs().max().item() <= 1e-4
+    assert expected.std(0).max() > 1e-3  # the logits depend on the image
 
 
 class _Opaque(torch.nn.Module):

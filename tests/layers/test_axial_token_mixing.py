@@ -95,7 +95,7 @@ def test_token_block_matches_authors_layout(identity_norm, train):
     assert u.shape == (T, B, C, N, N)
     # The neurons see the positions in BatchNorm's layout; the module's own map takes them back.
     for axis, ref in (("w", ref_w), ("h", ref_h)):
-        got = axial_token_mixing._FROM_BN[axis](spikes[axis].flatten(0, 1), (T * B, C, N, N))
+        got = axial_token_mixing._FROM_BN[axis](spikes[axis].flatten(0, 1), torch.empty(T * B, C, N, N))
         torch.testing.assert_close(got, ref, rtol=0, atol=0)
     torch.testing.assert_close(u, ref_u, rtol=1e-10, atol=1e-10)
     # the comparison means something only if the branches neither stay silent nor fire everywhere

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import sys
 from pathlib import Path
 
 from ..errors import UserError
@@ -46,18 +45,13 @@ def run_onnx(args: argparse.Namespace) -> int:
         model = from_weights(args.model, args.checkpoint, args.num_classes, args.img_size)
     else:
         model = _model_from_training_checkpoint(args, trained)
-    batch_size = args.batch_size
-    if batch_size is None and type(model).__name__ == "MLPSPE":
-        # Its traced reshapes fix the batch (the check would refuse a dynamic graph): say so, export one.
-        batch_size = 1
-        print("note: MLP-SPE exports with a fixed batch of 1 (--batch-size N for another)", file=sys.stderr)
     summary = export_onnx(
         model,
         args.out,
         img_size=args.img_size,
         opset=args.opset,
         check=not args.no_check,
-        batch_size=batch_size,
+        batch_size=args.batch_size,
     )
     summary["model"] = args.model
     print(json.dumps(summary))
@@ -92,7 +86,7 @@ def register(subparsers) -> None:
         "--batch-size",
         type=int,
         default=None,
-        help="fix the batch size (default: a dynamic batch axis; for MLP-SPE, which needs a fixed one, 1)",
+        help="fix the batch size (default: a dynamic batch axis)",
     )
     onnx.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
     onnx.add_argument("--no-check", action="store_true", help="skip the onnxruntime comparison")

@@ -2,8 +2,9 @@
 
 Uses PyTorch's TorchScript-based exporter (``dynamo=False``): it needs nothing beyond ``onnx`` and traces
 the group LIF's short loop over a group into plain Greater/Where/Mul/Add nodes. The batch axis is dynamic
-(SNN-MLP) or fixed at export (MLP-SPE, whose merged time-batch reshapes the tracer records as constants);
-the image size is fixed, because the LIF groups and MLP-SPE's token maps are laid out for one grid size.
+unless fixed at export (the models leave the batch size out of their reshapes, so that the tracer does not
+record it as a constant); the image size is fixed, because the LIF groups and MLP-SPE's token maps are laid
+out for one grid size.
 Spiking neurons (``spikemlp.neurons.LIF``/``IF``) are exported through their reference backend, plain
 torch ops that ONNX can express, not spikemlp's kernels. A graph that ignores its input is refused.
 """
@@ -82,8 +83,8 @@ def export_onnx(
     """Export ``model`` (in eval mode) to ``path`` and, with ``check``, compare onnxruntime with PyTorch.
 
     ``batch_size=None`` gives a graph with a dynamic batch axis (traced on one image); an integer fixes
-    the batch size, for models whose graph cannot vary it (MLP-SPE: the tracer records its reshapes over
-    the merged time and batch axes with constant sizes). The check runs on fresh random images, not the
+    the batch size, for models whose graph cannot vary it (a reshape that the tracer records with a
+    constant batch size). The check runs on fresh random images, not the
     traced ones, two batches (of 2 and 3 when dynamic), so that a graph that baked in the traced
     image or batch size fails it; a file that fails the check is removed. The file is written
     atomically (a temporary file in the same folder, then renamed). Returns a summary: path, traced

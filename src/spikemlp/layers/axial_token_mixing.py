@@ -50,11 +50,11 @@ def _w_to_bn(y: torch.Tensor, T: int) -> torch.Tensor:
     return y.view(T, -1, y.shape[-1]).transpose(1, 2).contiguous().unsqueeze(-1)
 
 
-def _w_from_bn(z: torch.Tensor, shape: torch.Size) -> torch.Tensor:
-    """_w_to_bn's layout back to [T, B, C, H, W] (a strided view)."""
-    M, C, H, W = shape
-    T = z.shape[0]
-    return z.view(T, W, M // T, C, H).permute(0, 2, 3, 4, 1)
+def _w_from_bn(z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """_w_to_bn's layout back to [T, B, C, H, W] (a strided view), for y [M, C, H, W]. The batch is
+    left to ``view`` (-1): a size computed from y's would be a constant in a traced graph."""
+    _, C, H, W = y.shape
+    return z.view(z.shape[0], W, -1, C, H).permute(0, 2, 3, 4, 1)
 
 
 def _h_to_bn(y: torch.Tensor, T: int) -> torch.Tensor:
@@ -62,11 +62,10 @@ def _h_to_bn(y: torch.Tensor, T: int) -> torch.Tensor:
     return y.view(T, -1, y.shape[-2], y.shape[-1]).transpose(1, 2).contiguous()
 
 
-def _h_from_bn(z: torch.Tensor, shape: torch.Size) -> torch.Tensor:
-    """_h_to_bn's layout back to [T, B, C, H, W] (a strided view)."""
-    M, C, H, W = shape
-    T = z.shape[0]
-    return z.view(T, H, M // T, C, W).permute(0, 2, 3, 1, 4)
+def _h_from_bn(z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """_h_to_bn's layout back to [T, B, C, H, W] (a strided view), for y [M, C, H, W]."""
+    _, C, H, W = y.shape
+    return z.view(z.shape[0], H, -1, C, W).permute(0, 2, 3, 1, 4)
 
 
 _PROJECT = {"w": partial(axial_map, axis="w"), "h": partial(axial_map, axis="h")}
@@ -103,7 +102,7 @@ class AxialProjection(nn.Conv2d):
 
 def positional_batch_norm(bn: nn.BatchNorm2d, y: torch.Tensor, axis: str) -> torch.Tensor:
     """BN with the positions along ``axis`` of y [M, C, H, W] as its features (output shaped as y)."""
-    return _FROM_BN[axis](bn(_TO_BN[axis](y, 1)), y.shape).reshape(y.shape)
+    return _FROM_BN[axis](bn(_TO_BN[axis](y, 1)), y).reshape_as(y)
 
 
 class AxialTokenMixing(nn.Module):

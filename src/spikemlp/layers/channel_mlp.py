@@ -75,10 +75,11 @@ class ChannelMLP(nn.Module):
         return mark_binary(x.flatten(0, 1).flatten(2).transpose(1, 2).contiguous())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        T, B, C, H, W = x.shape
+        T, H, W = x.shape[0], *x.shape[-2:]
         tokens = self._tokens(x)
         # fc1, BN and the neuron, fused in training as ``self.memory`` says.
         view = _BN_VIEW[self.channel_bn]
         y = self.memory.projection_bn_lif(tokens, self.fc1, F.linear, view, self.norm1, self.lif, T)
         y = self._norm(self.norm2, self.fc2(y))
-        return y.transpose(1, 2).unflatten(2, (H, W)).unflatten(0, (T, B))
+        # -1, not the batch size: a traced graph (ONNX) would record that as a constant.
+        return y.transpose(1, 2).unflatten(2, (H, W)).unflatten(0, (T, -1))

@@ -43,7 +43,7 @@ class MemorySaving:
     def projection_bn_lif(
         self, inp, proj: nn.Module, project: Callable, bn_view: Callable, bn, lif, T: int, from_bn=None
     ) -> torch.Tensor:
-        """Spikes ``from_bn(lif(bn(bn_view(proj(inp)))), y.shape)``, keeping for the backward what this
+        """Spikes ``from_bn(lif(bn(bn_view(proj(inp)))), y)``, keeping for the backward what this
         setting says (arguments as for ``projection_batch_norm_lif``)."""
         # Where the recomputation falls back, it fuses BN and the neuron whatever ``fused_bn_lif`` says.
         fuse = self.fused_bn_lif or self.recompute_projection

@@ -96,7 +96,7 @@ class _ProjectionBatchNormLIF(torch.autograd.Function):
             ctx, grad_spikes, bn_view(y.detach()), bn_w, bn_b, mean, invstd, need
         )
         wanted = [t for t in leaves if t is not None and t.requires_grad]
-        grad_y = from_bn(grad_y, y.shape).reshape(y.shape)
+        grad_y = from_bn(grad_y, y).reshape_as(y)
         grads = iter(torch.autograd.grad(y, wanted, grad_y) if wanted else ())
         grad_inp, grad_w, grad_b = (
             next(grads) if t is not None and t.requires_grad else None for t in leaves
@@ -150,15 +150,16 @@ def projection_batch_norm_lif(
     recompute: bool = True,
     fuse: bool = True,
 ) -> torch.Tensor:
-    """Spikes ``from_bn(lif(bn(bn_view(proj(inp)))), y.shape)``, keeping only ``inp`` for the backward.
+    """Spikes ``from_bn(lif(bn(bn_view(proj(inp)))), y)``, keeping only ``inp`` for the backward.
 
     ``project(inp, proj.weight, proj.bias)`` must compute exactly what ``proj(inp)`` does (the backward
     recomputes the projection with it); ``bn_view`` puts the projection's output y into the layout ``bn``
-    expects, with T leading (a view or a copy); ``from_bn(z, y.shape)`` takes a tensor in that layout back
-    to y's element order, in any shape that reshapes to y's (default: ``z.view(y.shape)``). For spike
-    inputs (saved as bool, see ``spike_storage``) this keeps 1 byte per input element instead of the 4 per
-    output element of the projection. Where that does not apply (``recompute=False``, the fused path does
-    not apply, forward hooks observe ``proj``), it is ``proj`` then ``batch_norm_lif(..., fuse)``.
+    expects, with T leading (a view or a copy); ``from_bn(z, y)`` takes a tensor in that layout back to
+    y's element order, in any shape that reshapes to y's (default: ``z.view_as(y)``); it gets y, not its
+    shape, so that a traced graph (ONNX) reads the sizes off the tensor instead of recording constants.
+    For spike inputs (saved as bool, see ``spike_storage``) this keeps 1 byte per input element instead of
+    the 4 per output element of the projection. Where that does not apply (``recompute=False``, the fused
+    path does not apply, forward hooks observe ``proj``), it is ``proj`` then ``batch_norm_lif(..., fuse)``.
     """
     from_bn = from_bn or _view_back
     if recompute and not observed(proj) and _fusable(inp, bn, lif):
@@ -171,13 +172,13 @@ def projection_batch_norm_lif(
                     y, inp, proj.weight, proj.bias, bn.weight, bn.bias, running_mean, running_var, momentum,
                     bn.eps, (project, bn_view, from_bn), T, lif.tau, lif_spec(lif),
                 )  # fmt: skip
-                return from_bn(_mark_spikes(spikes), y.shape)
+                return from_bn(_mark_spikes(spikes), y)
     y = proj(inp)
-    return from_bn(batch_norm_lif(bn_view(y), bn, lif, T, fuse), y.shape)
+    return from_bn(batch_norm_lif(bn_view(y), bn, lif, T, fuse), y)
 
 
-def _view_back(z: torch.Tensor, shape: torch.Size) -> torch.Tensor:
-    return z.view(shape)
+def _view_back(z: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return z.view_as(like)
 
 
 def batch_norm_lif(x: torch.Tensor, bn: nn.Module, lif: nn.Module, T: int, fuse: bool = True) -> torch.Tensor:

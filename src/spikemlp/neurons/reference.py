@@ -14,7 +14,7 @@ from .surrogate import Surrogate
 
 def _multi_step(x_seq, charge, v_threshold, v_reset, detach_reset, surrogate, return_membrane):
     """The loop over T of both neurons: H = charge(V, X), then fire and reset."""
-    v = torch.zeros_like(x_seq[0]) if v_reset is None else torch.full_like(x_seq[0], v_reset)
+    v = _initial_membrane(x_seq[0], 0.0 if v_reset is None else v_reset)
     spikes, membranes = [], []
     for x in x_seq:
         h = charge(v, x)
@@ -29,6 +29,12 @@ def _multi_step(x_seq, charge, v_threshold, v_reset, detach_reset, surrogate, re
             membranes.append(v)
     s_seq = torch.stack(spikes)
     return (s_seq, torch.stack(membranes)) if return_membrane else s_seq
+
+
+def _initial_membrane(x: torch.Tensor, value: float) -> torch.Tensor:
+    """A membrane of ``value`` shaped as ``x``. The ONNX tracer records ``full_like`` with the traced
+    shape as a constant, so while tracing it is computed from ``x`` (its batch axis stays dynamic)."""
+    return x * 0.0 + value if torch.jit.is_tracing() else torch.full_like(x, value)
 
 
 def lif_reference(

@@ -8,12 +8,15 @@ from pathlib import Path
 from typing import Any
 
 from .. import checkpoint as ckpt
+from . import run_folder
 
 
 def check_resume(saved: dict[str, Any], overrides: dict[str, Any], run_dir: Path) -> None:
     """ValueError (one line, naming what differs) for an override that the run in ``run_dir`` cannot take,
     or for a run that stopped before its first checkpoint (there is nothing to resume: it starts again)."""
     if not any((run_dir / name).exists() for name in ("last", "last.old")):
+        with run_folder.locked(run_dir):  # a run still before its first checkpoint: named by its pid
+            pass
         raise ValueError(
             f"{run_dir} stopped before its first checkpoint was written, so there is nothing to resume: "
             f"start it again without --resume (with --out {run_dir} --overwrite to reuse the folder)"

@@ -52,8 +52,9 @@ class EvalSettings:
 
 def eval_batches(name: str, split: str, settings: EvalSettings, device):
     """(loader, split, facts) for evaluating on split ``split`` of data set ``name`` in one process."""
+    facts_ = facts(name, settings.img_size)
     data = load(name, split, settings.data_dir, settings.synthetic_size, settings.img_size)
-    facts_ = with_present_classes(facts(name, settings.img_size), data)
+    facts_ = with_present_classes(facts_, data)
     pipeline = choose_pipeline(
         settings.pipeline, data, facts_.image_size, settings.img_size, settings.auto_augment
     )

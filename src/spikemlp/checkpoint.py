@@ -31,6 +31,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
 from ._files import atomic_write
+from .convert.reader import TORCH_SUFFIXES, refused_object
 
 FORMAT = "spikemlp-checkpoint-1"
 MODEL_FILE = "model.safetensors"
@@ -188,6 +189,12 @@ def load_weights(path: str | Path, ema: bool = False) -> tuple[dict[str, torch.T
     file = path if path.is_file() else resolve(path) / (EMA_FILE if ema else MODEL_FILE)
     if not file.is_file():
         raise CheckpointError(f"checkpoint weights {file} not found")
+    if file.suffix in TORCH_SUFFIXES:  # a PyTorch state dict (the authors' weights), not damaged
+        raise CheckpointError(
+            f"{file} holds plain PyTorch weights, not a checkpoint written by spikemlp train: name the "
+            "model they are for with --model NAME (and the data set with --data), or convert them with "
+            "spikemlp convert"
+        )
     try:
         with safe_open(str(file), framework="pt") as f:
             meta = dict(f.metadata() or {})
@@ -210,12 +217,9 @@ def load_state(folder: str | Path) -> dict[str, Any]:
     try:
         return torch.load(file, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        lines = [
-            ln.strip() for ln in str(err).splitlines() if "Unsupported" in ln or "WeightsUnpickler" in ln
-        ]
-        first = lines[0].split(" was not an allowed")[0] if lines else "unsupported object"
         raise CheckpointError(
-            f"refusing to load {file}: it holds objects other than tensors and plain data ({first}). "
+            f"refusing to load {file}: it holds objects other than tensors and plain data "
+            f"({refused_object(err)}). "
             "spikemlp never unpickles arbitrary objects; only load checkpoints you wrote yourself."
         ) from None
     except (RuntimeError, EOFError, OSError) as err:

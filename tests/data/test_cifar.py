@@ -136,8 +136,18 @@ def test_truncated_pickle_names_the_file(tmp_path):
     write_cifar10(folder)
     raw = (folder / "test_batch").read_bytes()
     (folder / "test_batch").write_bytes(raw[: len(raw) // 2])
-    with pytest.raises(DataError, match=r"test_batch: not a readable CIFAR pickle \(.*\).*truncated"):
+    with pytest.raises(DataError, match=r"test_batch: not a readable CIFAR pickle \(.*\).*truncated") as err:
         read_cifar10(folder, "test")
+    # the command that fetches it, not a --download flag that train and eval do not have
+    assert "spikemlp data download cifar10" in str(err.value) and "--download" not in str(err.value)
+    (folder / "test_batch").unlink()
+    with pytest.raises(DataError, match=r"test_batch: file not found.*spikemlp data download cifar10"):
+        read_cifar10(folder, "test")
+    cifar100 = tmp_path / "cifar-100-python"
+    write_cifar100(cifar100)
+    (cifar100 / "test").unlink()
+    with pytest.raises(DataError, match=r"test: file not found.*spikemlp data download cifar100"):
+        read_cifar100(cifar100, "test")
 
 
 class _Evil:

@@ -81,7 +81,8 @@ def test_not_found_lists_every_place_files_and_what_to_do(places, monkeypatch):
     for label, key in (("$SPIKEMLP_DATA", "env"), ("./data", "./data"), ("~/.cache/spikemlp", "cache"),
                        (str(places["system"]), "system"), ("../shared/data", "shared")):  # fmt: skip
         assert any(line.strip().startswith(f"{label}: {places[key]}") for line in lines), label
-    assert "--data-dir" in msg and "--download" in msg
+    # train/eval have no --download flag: the command that fetches it is named
+    assert "--data-dir" in msg and "spikemlp data download fashion_mnist" in msg and "--download" not in msg
 
 
 def test_shared_data_is_only_searched_when_it_exists(places):
@@ -104,7 +105,7 @@ def test_incomplete_folder_names_the_missing_files(places):
     folder = _fake_cifar(places["./data"])
     (folder / "data_batch_4").unlink()
     with pytest.raises(
-        DataError, match=r"cifar-10-batches-py is incomplete: missing data_batch_4\. .*--download"
+        DataError, match=r"cifar-10-batches-py is incomplete: missing data_batch_4\. .*data download cifar10"
     ):
         find_data_dir("cifar10")
     # a split that does not need the missing file is fine

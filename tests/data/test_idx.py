@@ -100,8 +100,14 @@ def test_truncated_gzip_names_the_file(tmp_path):
     write_mnist(folder)
     raw = (folder / "train-images-idx3-ubyte.gz").read_bytes()
     (folder / "train-images-idx3-ubyte.gz").write_bytes(raw[: len(raw) // 2])
-    with pytest.raises(DataError, match=r"train-images-idx3-ubyte.gz: truncated or corrupt gzip file.*again"):
+    with pytest.raises(DataError, match=r"idx3-ubyte.gz: truncated or corrupt gzip file.*again") as err:
         read_mnist(folder, "train")
+    # the command that fetches it, not a --download flag that train and eval do not have
+    assert "spikemlp data download mnist" in str(err.value) and "--download" not in str(err.value)
+    (folder / "t10k-labels-idx1-ubyte.gz").unlink()
+    with pytest.raises(DataError, match=r"t10k-labels-idx1-ubyte.gz: file not found") as err:
+        read_mnist(folder, "test")
+    assert "spikemlp data download mnist" in str(err.value) and "--download" not in str(err.value)
 
 
 def test_truncated_plain_idx(tmp_path):

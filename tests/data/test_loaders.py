@@ -26,3 +26,12 @@ def test_the_synthetic_set_has_its_own_facts_at_any_size():
 def test_an_unknown_name_lists_the_known_ones():
     with pytest.raises(ValueError, match=r"unknown data set 'mnst'\. Did you mean mnist.*synthetic"):
         facts("mnst")
+
+
+def test_a_tiny_imagenet_subset_is_counted_by_the_classes_in_its_folder(shared_data):
+    from spikemlp.data.loaders import EvalSettings, eval_batches
+
+    settings = EvalSettings(data_dir=str(shared_data), workers=0, img_size=64)
+    _, split, facts_ = eval_batches("tiny_imagenet", "test", settings, "cpu")
+    assert facts_.num_classes == len(split.classes) == 20  # not Tiny-ImageNet-200's 200
+    assert facts("tiny_imagenet").num_classes == 200  # the record of the full set stays as it is

@@ -430,3 +430,20 @@ def test_wrong_time_steps_or_classes_are_refused_not_coerced(kwargs, match):
     if "num_classes" in kwargs:
         with pytest.raises(ValueError, match=match):
             spikemlp.models.create("mlp_spe_xt_cifar", T=1).reset_classifier(kwargs["num_classes"])
+
+
+def test_fashion_mnist_images_get_advice_the_model_accepts():
+    """28x28 grayscale images on a CIFAR model: the advised img_size must be one the model can be built at
+    (28 is not: its grid cannot halve at every stage)."""
+    import re
+
+    small = dict(num_classes=10, T=1, embed_dim=24, depths=(1, 1, 1, 1))
+    images = torch.rand(2, 1, 28, 28)
+    with pytest.raises(ValueError) as err:
+        timm.create_model("mlp_spe_xt_cifar", **small)(images)
+    advice = re.search(r"create the model with img_size=(\d+) and in_chans=(\d+)", str(err.value))
+    assert advice and "resizing the images to 32" in str(err.value), err.value
+    size, chans = int(advice[1]), int(advice[2])
+    assert (size, chans) == (32, 1)
+    model = timm.create_model("mlp_spe_xt_cifar", img_size=size, in_chans=chans, **small)
+    assert model(F.interpolate(images, size=size)).shape == (2, 10)

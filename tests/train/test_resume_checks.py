@@ -125,3 +125,12 @@ def test_resuming_with_another_architecture_is_one_line(mid_epoch_run, capsys):
     err = refused(capsys, ["train", "--resume", str(mid_epoch_run), "--model_kwargs.width", "12"])
     assert "holds another architecture (conv.weight: saved [8, 3, 3, 3], this model [12, 3, 3, 3]" in err
     assert (mid_epoch_run / "config.yaml").read_bytes() == before
+
+
+def test_a_run_killed_before_its_first_checkpoint_is_started_again(mid_epoch_run, tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_bytes((mid_epoch_run / "config.yaml").read_bytes())  # killed here
+    err = refused(capsys, ["train", "--resume", str(run)])
+    assert "stopped before its first checkpoint" in err and "start it again without --resume" in err
+    assert "no checkpoint at" not in err

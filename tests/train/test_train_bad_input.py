@@ -51,6 +51,7 @@ def test_an_unknown_device_is_refused_by_name():
     [
         (["--smoothing", "1.5"], "'smoothing' must be in"),
         (["--device", "tpu"], "'device' must be auto, cpu, cuda or cuda:N"),
+        (["--eval-batch-size", "-1"], "'eval_batch_size' must be at least 0, got -1"),  # the key typed
         (["--num-classes", "5"], r"synthetic train has labels 0..9 but the model classifies 5 classes"),
     ],
 )
@@ -66,3 +67,8 @@ def test_an_unusable_out_folder_is_one_line_and_exit_2(tmp_path, capsys):
     assert str(a_file) in err
     err = one_line_error(capsys, ["train", "--out", str(a_file / "run"), *TINY])  # below a file
     assert "Not a directory" in err
+
+
+def test_eval_names_its_own_batch_flag(tmp_path, capsys):
+    err = one_line_error(capsys, ["eval", "--checkpoint", str(tmp_path), "--batch-size", "-1"])
+    assert "--batch-size must be at least 1, got -1" in err and "eval_batch_size" not in err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -103,9 +104,18 @@ def test_a_checkpoint_carrying_a_malicious_pickle_is_refused(tmp_path):
     marker = tmp_path / "pwned"
     folder = _save(tmp_path / "last", 1.0, 10)
     torch.save({"counters": {"global_step": 11}, "evil": _Payload(marker)}, folder / ckpt.STATE_FILE)
-    with pytest.raises(ckpt.CheckpointError, match=r"refusing to load .*state.pt.*never unpickles"):
+    with pytest.raises(ckpt.CheckpointError, match=r"refusing to load .*state.pt.*never unpickles") as err:
         ckpt.load_state(folder)
     assert not marker.exists()
+    assert re.search(r"of class \S*open\b", str(err.value)) and "weights_only=False" not in str(err.value)
+
+
+def test_a_plain_pytorch_state_dict_is_not_called_damaged(tmp_path):
+    path = tmp_path / "weights.pt"
+    torch.save({"w": torch.zeros(2)}, path)  # valid: the authors' weights look like this
+    with pytest.raises(ckpt.CheckpointError, match=r"weights.pt holds plain PyTorch weights.*--model") as err:
+        ckpt.load_weights(path)
+    assert "damaged" not in str(err.value)
 
 
 def test_damaged_or_missing_files_give_one_clear_error(tmp_path):

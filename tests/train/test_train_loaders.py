@@ -8,6 +8,7 @@ import timm
 import torch
 import train_tiny_models  # noqa: F401  (registers train_tiny_snn)
 
+from spikemlp import checkpoint as ckpt
 from spikemlp.data.loaders import (
     build_eval_loader,
     build_train_loader,
@@ -138,4 +139,7 @@ def test_tiny_imagenet_trains_through_the_timm_pipeline(shared_data, tmp_path):
     )
     s = train(cfg, tmp_path / "run").summary
     assert s["test_images"] == 1000 and s["steps"] == 2  # the 20-class validation set: 50 images per class
+    # the classes in the folder, not Tiny-ImageNet-200's 200: a 20-way head
+    heads = [v for k, v in ckpt.load_weights(tmp_path / "run")[0].items() if k.startswith("head")]
+    assert heads and all(v.shape[0] == 20 for v in heads)
     assert 0.0 <= s["top1"] <= 100.0 and s["top5"] >= s["top1"]

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 
-__all__ = ["TORCH_SUFFIXES", "read_state_dict", "state_dict_in"]
+__all__ = ["TORCH_SUFFIXES", "read_state_dict", "refused_object", "state_dict_in"]
 
 TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
 
@@ -41,14 +42,29 @@ def read_state_dict(path: str | os.PathLike, missing_hint: str = "") -> dict[str
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, zipfile.BadZipFile, EOFError, OSError, ValueError) as err:
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise ValueError(
-            f"{path} could not be read as a weights-only PyTorch checkpoint ({first}). torch.load with "
-            "weights_only=True loads only tensors, numbers, strings and containers: spikemlp never unpickles "
-            "arbitrary objects. Re-save just the state dict, torch.save(model.state_dict(), path) or as "
-            "safetensors, in an environment you trust."
+            f"{path} could not be read as a weights-only PyTorch checkpoint ({refused_object(err)}). "
+            "torch.load with weights_only=True loads only tensors, numbers, strings and containers: "
+            "spikemlp never unpickles arbitrary objects. Re-save just the state dict, "
+            "torch.save(model.state_dict(), path) or as safetensors, in an environment you trust."
         ) from None
     return state_dict_in(obj, path)
+
+
+def refused_object(err: BaseException) -> str:
+    """What ``torch.load(weights_only=True)`` refused, in a few words that keep the refused class's name.
+
+    PyTorch's own message goes on to suggest ``weights_only=False``, which would run the file's code: that
+    advice is never passed on to users."""
+    text = str(err)
+    found = re.search(r"GLOBAL (\S+) was not an allowed global", text)
+    if found:
+        return f"it holds an object of class {found.group(1)}"
+    for line in text.splitlines():
+        if "WeightsUnpickler error:" in line:  # e.g. "Unsupported operand 149"
+            return line.split("WeightsUnpickler error:", 1)[1].strip().split(". ")[0]
+    first = (text.strip().splitlines() or [type(err).__name__])[0]
+    return "it holds objects other than tensors and plain data" if "Weights only" in first else first
 
 
 def state_dict_in(obj, source: str | os.PathLike) -> dict[str, torch.Tensor]:

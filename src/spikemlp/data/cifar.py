@@ -37,18 +37,19 @@ class _ArrayUnpickler(pickle.Unpickler):
 
 def load_pickle(path: Path, what: str) -> dict[str, object]:
     """The dict in a CIFAR pickle, with str keys; ``DataError`` naming the file for anything else."""
+    fetch = f"spikemlp data download {'cifar100' if path.name in ('train', 'test', 'meta') else 'cifar10'}"
     try:
         with open(path, "rb") as f:
             obj = _ArrayUnpickler(f, encoding="bytes").load()
     except FileNotFoundError:
         raise DataError(
-            f"{path}: file not found; expected {what}. Re-extract the archive or use --download."
+            f"{path}: file not found; expected {what}. Re-extract the archive or fetch it: {fetch}"
         ) from None
     except Exception as err:  # pickle reports corruption as many different exception types
         reason = str(err).splitlines()[0] if str(err) else ""  # some span lines; the first says enough
         raise DataError(
             f"{path}: not a readable CIFAR pickle ({type(err).__name__}: {reason}); expected {what}. "
-            "The file is truncated or in another format: replace it with the original (or use --download)."
+            f"The file is truncated or in another format: replace it with the original ({fetch})."
         ) from None
     if not isinstance(obj, dict):
         raise DataError(f"{path}: holds a {type(obj).__name__}, expected {what} (a dict). Replace the file.")

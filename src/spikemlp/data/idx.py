@@ -30,7 +30,7 @@ _IDX_TYPES = {
 _GZIP_MAGIC = b"\x1f\x8b"
 
 
-def _read_bytes(path: Path) -> bytes:
+def _read_bytes(path: Path, dataset: str) -> bytes:
     raw = path.read_bytes()
     if not raw.startswith(_GZIP_MAGIC):  # decided by content, so a mis-named plain file still reads
         return raw
@@ -38,14 +38,16 @@ def _read_bytes(path: Path) -> bytes:
         return gzip.decompress(raw)
     except (EOFError, OSError, zlib.error) as err:
         raise DataError(
-            f"{path}: truncated or corrupt gzip file ({err}). Download it again (or use --download)."
+            f"{path}: truncated or corrupt gzip file ({err}). "
+            f"Download it again: spikemlp data download {dataset}"
         ) from None
 
 
-def read_idx(path: str | Path, expect_ndim: int | None = None) -> np.ndarray:
-    """The array in idx file ``path`` (``.gz`` or plain), in native byte order."""
+def read_idx(path: str | Path, expect_ndim: int | None = None, dataset: str = "NAME") -> np.ndarray:
+    """The array in idx file ``path`` (``.gz`` or plain), in native byte order; ``dataset`` names the data
+    set in the advice to download it again."""
     path = Path(path)
-    raw = _read_bytes(path)
+    raw = _read_bytes(path, dataset)
     kind = {1: "an idx1 label file (magic 0x00000801)", 3: "an idx3 image file (magic 0x00000803)"}
     expected = kind.get(expect_ndim, "an idx file") if expect_ndim else "an idx file"
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_TYPES or raw[3] == 0:
@@ -92,10 +94,10 @@ def read_idx_split(folder: str | Path, split: str, classes: list[str], name: str
         if not p.is_file():
             raise DataError(
                 f"{p}: file not found (nor without .gz); expected the {name} {split} idx files in {folder}. "
-                "Put them there, pass --data-dir, or use --download."
+                f"Put them there, pass --data-dir, or fetch them: spikemlp data download {name}"
             )
-    images = read_idx(img_path, expect_ndim=3)
-    labels = read_idx(lab_path, expect_ndim=1)
+    images = read_idx(img_path, expect_ndim=3, dataset=name)
+    labels = read_idx(lab_path, expect_ndim=1, dataset=name)
     if images.dtype != np.uint8 or labels.dtype != np.uint8:
         raise DataError(f"{img_path}: expected unsigned-byte idx files (type 0x08). Replace the files.")
     if images.shape[0] != labels.shape[0]:

@@ -54,6 +54,7 @@ def eval_batches(name: str, split: str, settings: EvalSettings, device):
     """(loader, split, facts) for evaluating on split ``split`` of data set ``name`` in one process."""
     facts_ = facts(name, settings.img_size)
     data = load(name, split, settings.data_dir, settings.synthetic_size, settings.img_size)
+    facts_ = with_present_classes(facts_, data)
     pipeline = choose_pipeline(
         settings.pipeline, data, facts_.image_size, settings.img_size, settings.auto_augment
     )
@@ -76,6 +77,13 @@ def facts(name: str, image_size: int | None = None) -> DatasetInfo:
         hint = f" Did you mean {', '.join(close)}?" if close else ""
         raise ValueError(f"unknown data set '{name}'.{hint} Known data sets: {', '.join(data_names())}")
     return DATASET_INFO[name]
+
+
+def with_present_classes(facts_: DatasetInfo, split: Any) -> DatasetInfo:
+    """``facts_`` with the number of classes the loaded ``split`` holds: a folder may hold a subset (the
+    20-class Tiny-ImageNet), which is then trained and evaluated with a head of that many classes."""
+    present = len(getattr(split, "classes", None) or ()) or facts_.num_classes
+    return facts_ if present == facts_.num_classes else dataclasses.replace(facts_, num_classes=present)
 
 
 def check_available(name: str, data_dir: str | None) -> None:

@@ -101,7 +101,7 @@ def find_data_dir(name: str, data_dir: str | os.PathLike | None = None, split: s
                     raise DataError(
                         f"{info.name}: the folder {folder} is incomplete: missing {', '.join(missing)}. "
                         f"Expected {info.layout}. Complete it (re-extract the archive"
-                        + (", or rerun with --download" if info.downloads else "")
+                        + (f", or fetch it: spikemlp data download {info.name}" if info.downloads else "")
                         + "), or pass --data-dir to a complete copy."
                     )
                 return folder
@@ -116,7 +116,7 @@ def not_found_message(info: DatasetInfo, places: list[tuple[str, Path]]) -> str:
     where = f"pass --data-dir DIR (or set ${ENV_VAR}) to where it is"
     if info.downloads:
         lines.append(
-            f"Put the data in one of these places, {where}, or fetch it with --download "
+            f"Put the data in one of these places, {where}, or fetch it: spikemlp data download {info.name} "
             f"(from {info.downloads[0].urls[0]})."
         )
     else:

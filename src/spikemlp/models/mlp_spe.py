@@ -279,12 +279,16 @@ class MLPSPE(nn.Module):
                 f"{expected}, got {shape}; the time axis is added by the model (direct encoding)"
             )
         if images.shape[1] != self.in_chans or tuple(images.shape[-2:]) != self.img_size:
-            grid = self.img_size[0] // self.patch_size
+            grid, size = self.img_size[0] // self.patch_size, images.shape[-1]
+            stride = self.patch_size * 2 ** (len(self.depths) - 1)
+            fits = -(-size // stride) * stride  # the nearest size whose grid halves exactly at every stage
+            resize = f", resizing the images to {fits} ({size} is not a multiple of {stride})"
+            resize = "" if fits == size else resize
             raise ValueError(
                 f"{expected}, got {list(images.shape)}. The model was built for img_size={self.img_size[0]} "
                 f"(a {grid}x{grid} token grid sizes its axial maps and per-token BatchNorm), so it runs at "
-                f"that resolution only: resize the images, or create the model with img_size="
-                f"{images.shape[-1]} and in_chans={images.shape[1]}"
+                f"that resolution only: resize the images, or create the model with img_size={fits} and "
+                f"in_chans={images.shape[1]}{resize}"
             )
 
     def forward_features(self, images: torch.Tensor) -> torch.Tensor:

@@ -234,6 +234,8 @@ def run_eval(args: argparse.Namespace) -> int:
 
     if args.limit is not None and args.limit <= 0:
         raise ValueError(f"--limit must be a positive number of images, got {args.limit}")
+    if args.batch_size < 1:  # eval's own flag, not the recipe's eval_batch_size (there 0 means 2 x batch)
+        raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
     path, cfg = Path(args.checkpoint), None
     if args.model:
         from ..models.plain_weights import plain_model

@@ -251,5 +251,5 @@ def _kept_checkpoint(run_dir: Path) -> str:
     try:
         folder = ckpt.resolve(run_dir / "last")
     except ckpt.CheckpointError:
-        return "no checkpoint was written yet"
+        return "no checkpoint was written yet (nothing to resume: start it again without --resume)"
     return f"kept {folder} (step {ckpt.load_meta(folder).get('global_step', '?')})"

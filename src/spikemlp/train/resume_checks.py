@@ -8,10 +8,19 @@ from pathlib import Path
 from typing import Any
 
 from .. import checkpoint as ckpt
+from . import run_folder
 
 
 def check_resume(saved: dict[str, Any], overrides: dict[str, Any], run_dir: Path) -> None:
-    """ValueError (one line, naming what differs) for an override that the run in ``run_dir`` cannot take."""
+    """ValueError (one line, naming what differs) for an override that the run in ``run_dir`` cannot take,
+    or for a run that stopped before its first checkpoint (there is nothing to resume: it starts again)."""
+    if not any((run_dir / name).exists() for name in ("last", "last.old")):
+        with run_folder.locked(run_dir):  # a run still before its first checkpoint: named by its pid
+            pass
+        raise ValueError(
+            f"{run_dir} stopped before its first checkpoint was written, so there is nothing to resume: "
+            f"start it again without --resume (with --out {run_dir} --overwrite to reuse the folder)"
+        )
     changed = {k: (saved.get(k), v) for k, v in overrides.items() if k in saved and saved.get(k) != v}
     if "processes" in changed:
         was, now = changed["processes"]
@@ -19,9 +28,7 @@ def check_resume(saved: dict[str, Any], overrides: dict[str, Any], run_dir: Path
             f"{run_dir} was trained with processes {was}; resuming with {now} would change the global batch "
             f"and the data each process reads: resume with --processes {was}"
         )
-    mid_epoch = (
-        ckpt.load_meta(run_dir / "last").get("mid_epoch", False) if (run_dir / "last").exists() else False
-    )
+    mid_epoch = ckpt.load_meta(run_dir / "last").get("mid_epoch", False)
     for key in ("batch_size", "accum_steps"):
         if key in changed and mid_epoch:
             was, now = changed[key]

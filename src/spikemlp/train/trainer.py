@@ -110,9 +110,10 @@ class _Data:
 
 
 def _read_data(cfg: TrainConfig, info: DistInfo) -> _Data:
-    facts = loaders.facts(cfg.data, cfg.img_size)
+    facts = loaders.facts(cfg.data, cfg.img_size)  # (first: an unknown name gets its did-you-mean)
     train_split = loaders.load(cfg.data, "train", cfg.data_dir, cfg.synthetic_size, cfg.img_size)
     test_split = loaders.load(cfg.data, "test", cfg.data_dir, cfg.synthetic_size, cfg.img_size)
+    facts = loaders.with_present_classes(facts, train_split)
     num_classes = cfg.num_classes or facts.num_classes
     for split, name in ((train_split, "train"), (test_split, "test")):
         check_labels_fit(split, num_classes, f"{cfg.data} {name}")

@@ -134,3 +134,15 @@ def test_a_run_killed_before_its_first_checkpoint_is_started_again(mid_epoch_run
     err = refused(capsys, ["train", "--resume", str(run)])
     assert "stopped before its first checkpoint" in err and "start it again without --resume" in err
     assert "no checkpoint at" not in err
+
+
+def test_the_python_api_says_the_same_for_a_run_without_a_checkpoint(mid_epoch_run, tmp_path):
+    from spikemlp.train import load_config, train
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_bytes((mid_epoch_run / "config.yaml").read_bytes())
+    with pytest.raises(
+        ValueError, match="stopped before its first checkpoint.*start it again without --resume"
+    ):
+        train(load_config(run / "config.yaml"), run, resume=True)

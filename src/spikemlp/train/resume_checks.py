@@ -11,16 +11,22 @@ from .. import checkpoint as ckpt
 from . import run_folder
 
 
-def check_resume(saved: dict[str, Any], overrides: dict[str, Any], run_dir: Path) -> None:
-    """ValueError (one line, naming what differs) for an override that the run in ``run_dir`` cannot take,
-    or for a run that stopped before its first checkpoint (there is nothing to resume: it starts again)."""
+def check_resumable(run_dir: Path) -> None:
+    """ValueError (one line) for a run folder without a checkpoint to resume from (a run that stopped, or
+    is still running, before its first checkpoint: the lock names a live one's pid)."""
     if not any((run_dir / name).exists() for name in ("last", "last.old")):
-        with run_folder.locked(run_dir):  # a run still before its first checkpoint: named by its pid
+        with run_folder.locked(run_dir):
             pass
         raise ValueError(
             f"{run_dir} stopped before its first checkpoint was written, so there is nothing to resume: "
             f"start it again without --resume (with --out {run_dir} --overwrite to reuse the folder)"
         )
+
+
+def check_resume(saved: dict[str, Any], overrides: dict[str, Any], run_dir: Path) -> None:
+    """ValueError (one line, naming what differs) for an override that the run in ``run_dir`` cannot take,
+    or for a run that stopped before its first checkpoint (there is nothing to resume: it starts again)."""
+    check_resumable(run_dir)
     changed = {k: (saved.get(k), v) for k, v in overrides.items() if k in saved and saved.get(k) != v}
     if "processes" in changed:
         was, now = changed["processes"]

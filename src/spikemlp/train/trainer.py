@@ -25,7 +25,7 @@ from torch import nn
 from .. import checkpoint as ckpt
 from .. import models
 from ..data import loaders
-from . import run_folder
+from . import resume_checks, run_folder
 from .config import TrainConfig, from_dict, load_yaml, save_config, to_dict
 from .data_checks import check_labels_fit
 from .distributed import (
@@ -83,6 +83,8 @@ def train(
     with run_folder.locked(run_dir):
         if int(os.environ.get("RANK", "0")) == 0:  # the writer; other ranks could see its first files
             run_folder.check_reuse(run_dir, resume, overwrite)
+            if resume:
+                resume_checks.check_resumable(run_dir)
             if overwrite and not resume:
                 run_folder.clear(run_dir)
         info = setup(cfg.device)

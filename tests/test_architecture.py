@@ -30,6 +30,7 @@ FORBIDDEN = {
     "mfi": {"train", "export", "convert", "cli"},
     "export": {"train", "mfi", "cli"},
     "train": {"export", "mfi", "cli"},
+    "deployment": {"train", "analysis", "export", "convert", "data", "cli"},
 }
 
 

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 __version__ = "0.1.0"
-__all__ = ["models", "neurons", "__version__"]
+__all__ = ["deploy", "models", "neurons", "__version__"]
 
 
 def _run_as_the_command() -> bool:
@@ -23,9 +23,12 @@ def _run_as_the_command() -> bool:
 def __getattr__(name: str):
     if name in ("models", "neurons"):
         return importlib.import_module(f"{__name__}.{name}")
+    if name == "deploy":  # the function (its package is spikemlp.deployment)
+        return importlib.import_module(f"{__name__}.deployment").deploy
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 if not _run_as_the_command():
     from . import models as models  # noqa: E402  (registers the model families with timm)
     from . import neurons as neurons  # noqa: E402
+    from .deployment import deploy as deploy  # noqa: E402

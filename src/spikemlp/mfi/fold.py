@@ -106,23 +106,52 @@ def _fold_token_mixing(block: AxialTokenMixing) -> None:
         block.identity_norm = nn.Identity()
 
 
+def require_mlp_spe(model: nn.Module, what: str) -> None:
+    """TypeError, naming ``what`` and why, unless ``model`` is an MLP-SPE/MLP-S model."""
+    if isinstance(model, MLPSPE):
+        return
+    hint = (
+        " SNN-MLP normalises with GroupNorm, whose statistics are computed per sample at inference, so "
+        "it has no fixed affine map to fold, and its token mixing runs on real values, not spikes (it is "
+        "not MFI); run it as model.eval()"
+        if "SNNMLP" in type(model).__name__
+        else ""
+    )
+    raise TypeError(
+        f"{what} supports MLP-SPE/MLP-S models (spikemlp.models.mlp_spe.MLPSPE), got "
+        f"{type(model).__name__}.{hint}"
+    )
+
+
+@torch.no_grad()
+def fold_dense_batch_norms(model: MLPSPE) -> MLPSPE:
+    """Fold, in place, the BatchNorms that follow a convolution (the stem's, the stage encoders') into its
+    weights and bias, and the head's BN into the classifier: those folds never enlarge the model. The
+    token and channel blocks' BNs are left to the caller (``fold``; the spike kernels' epilogues)."""
+    stem: PatchStem = model.stem
+    _fold_into_rows(stem, (stem.conv, "bn"))
+    stem.bn = _StemIdentity()
+    for module in list(model.modules()):
+        if isinstance(module, (ConvBN, ConvDownsample)):  # forward: bn(conv(x))
+            _fold_into_rows(module, (module.conv, "bn"))
+    # The head: BN2d on spikes, grid mean, Linear -> a Linear with W' = W diag(a), b' = b + W d.
+    a, d = bn_affine(model.head_norm)
+    w = model.head.weight.detach().double()
+    b = model.head.bias.detach().double() if model.head.bias is not None else w.new_zeros(w.shape[0])
+    like = model.head.weight
+    _set(model.head, "weight", w * a.view(1, -1), like)
+    _set(model.head, "bias", b + w @ d, like)
+    model.head_norm = nn.Identity()
+    return model
+
+
 @torch.no_grad()
 def fold(model: nn.Module) -> FoldedMLPSPE:
     """An inference copy of an MLP-SPE/MLP-S model with every BatchNorm folded (see the module docs).
 
     The copy is in eval mode; its logits equal ``model.eval()(images)`` up to floating-point rounding.
     """
-    if not isinstance(model, MLPSPE):
-        hint = (
-            " SNN-MLP normalises with GroupNorm, whose statistics are computed per sample at inference, so "
-            "it has no fixed affine map to fold (and its layers take real-valued input: it is not MFI)."
-            if "SNNMLP" in type(model).__name__
-            else ""
-        )
-        raise TypeError(
-            "fold supports MLP-SPE/MLP-S models (spikemlp.models.mlp_spe.MLPSPE), got "
-            f"{type(model).__name__}.{hint}"
-        )
+    require_mlp_spe(model, "fold")
     if isinstance(model, FoldedMLPSPE):
         raise ValueError("this model is already folded")
     if not isinstance(model.head, nn.Linear):
@@ -136,27 +165,13 @@ def fold(model: nn.Module) -> FoldedMLPSPE:
     for p in folded.parameters():
         p.requires_grad_(False)
 
-    stem: PatchStem = folded.stem
-    _fold_into_rows(stem, (stem.conv, "bn"))
-    stem.bn = _StemIdentity()
-
+    fold_dense_batch_norms(folded)
     for module in list(folded.modules()):
-        if isinstance(module, (ConvBN, ConvDownsample)):  # forward: bn(conv(x))
-            _fold_into_rows(module, (module.conv, "bn"))
-        elif isinstance(module, AxialTokenMixing):
+        if isinstance(module, AxialTokenMixing):
             _fold_token_mixing(module)
         elif isinstance(module, ChannelMLP):
             _fold_channel_mlp(module)
     swap_blocks(folded, _folded_twin)
-
-    # The head: BN2d on spikes, grid mean, Linear -> a Linear with W' = W diag(a), b' = b + W d.
-    a, d = bn_affine(folded.head_norm)
-    w = folded.head.weight.detach().double()
-    b = folded.head.bias.detach().double() if folded.head.bias is not None else w.new_zeros(w.shape[0])
-    like = folded.head.weight
-    _set(folded.head, "weight", w * a.view(1, -1), like)
-    _set(folded.head, "bias", b + w @ d, like)
-    folded.head_norm = nn.Identity()
     left = [name for name, m in folded.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if left:
         raise RuntimeError(f"fold left BatchNorm layers behind: {', '.join(left)}")

@@ -293,6 +293,46 @@ def test_uint8_spikes_as_input(K):
         assert torch.equal(got, want)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize(("planar_in", "planar_out", "T"), LAYOUTS)
+def test_residual_and_kept_values_are_the_sum_the_neuron_sees(dtype, planar_in, planar_out, T):
+    """addend joins after the affines (y = affine(x W^T + b) + addend, as MLP-SPE's skip h + u), the
+    neuron charges on that sum, and keep_values returns it: the same bits as the three steps apart."""
+    from spikemlp.neurons import LIF
+
+    g = torch.Generator().manual_seed(15)
+    B, K, D, P = 2, 50, 40, 70
+    planes = spikes(T * B, K, P, p=0.25, dtype=dtype, seed=9)
+    x = planes if planar_in else planes.transpose(1, 2).contiguous()
+    weight = torch.randn(D, K, generator=g, dtype=dtype) * 0.4
+    bias = torch.randn(D, generator=g, dtype=dtype) * 0.3
+    col = (torch.rand(D, generator=g, dtype=dtype) + 0.5, torch.randn(D, generator=g, dtype=dtype) * 0.2)
+    y = sm.spike_matmul([x], weight, bias, sm.PackedWeight(), planar_in, planar_out, col_affine=col)
+    addend = torch.randn(y.shape, generator=g, dtype=dtype) * 0.5 + 0.4
+    lif = LIF()
+    got = sm.spike_matmul([x], weight, bias, sm.PackedWeight(), planar_in, planar_out, col_affine=col,
+                          addend=addend)  # fmt: skip
+    assert torch.equal(got, y + addend)
+    spikes_out, values = sm.spike_matmul([x], weight, bias, sm.PackedWeight(), planar_in, planar_out,
+                                         col_affine=col, addend=addend, neuron=(T, lif), keep_values=True)  # fmt: skip
+    assert torch.equal(values, y + addend)
+    want = lif((y + addend).unflatten(0, (T, B))).flatten(0, 1)
+    assert torch.equal(spikes_out.to(dtype), want) and 0.05 < want.mean() < 0.7
+    # uint8 spikes in as planes or rows give the same bits as float spikes.
+    u8 = sm.spike_matmul([x.to(torch.uint8)], weight, bias, sm.PackedWeight(), planar_in, planar_out,
+                         col_affine=col, addend=addend, dtype=dtype)  # fmt: skip
+    assert torch.equal(u8, y + addend)
+
+
+def test_residual_and_kept_values_are_checked():
+    x = spikes(2, 8, 5)
+    w = torch.randn(3, 8)
+    with pytest.raises(ValueError, match="addend must be a torch.float32 CPU tensor of the output's shape"):
+        sm.spike_matmul([x], w, None, sm.PackedWeight(), True, True, addend=torch.zeros(2, 5, 3))
+    with pytest.raises(ValueError, match="keep_values returns the neuron's inputs; it needs neuron="):
+        sm.spike_matmul([x], w, None, sm.PackedWeight(), True, True, keep_values=True)
+
+
 def test_fused_neuron_refuses_what_it_cannot_run():
     from spikemlp.neurons import IF, LIF
 

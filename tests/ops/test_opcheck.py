@@ -65,7 +65,7 @@ def test_lif_backward(dtype, neuron, with_membrane_grad):
     torch.library.opcheck(torch.ops.spikemlp.lif_backward.default, args)
 
 
-def _spike_matmul_args(dtype, planar_in, planar_out, grouped, neuron, affine, n_segments, u8):
+def _spike_matmul_args(dtype, planar_in, planar_out, grouped, neuron, affine, n_segments, u8, residual=False):
     gen = torch.Generator().manual_seed(2)
     M, P, D, ks = 4, 5, 7, [6, 3, 5][:n_segments]
     shape = (lambda k: (M, k, P)) if planar_in else (lambda k: (M, P, k))
@@ -79,21 +79,27 @@ def _spike_matmul_args(dtype, planar_in, planar_out, grouped, neuron, affine, n_
     row = rows if affine == "row" else [None, None]
     lif = (2, 1, True, 2.0, 1.0, 0.0) if neuron else (0, 0, False, 0.0, 0.0, 0.0)
     out_dtype = dtype if u8 else None
-    return (segments, wt, table, padded_bias, *col, *row, D, planar_in, planar_out, out_dtype, *lif)
+    out_shape = (M, D, P) if planar_out else (M, P, D)
+    addend = torch.randn(out_shape, generator=gen, dtype=dtype) if residual else None
+    values = torch.empty(out_shape, dtype=dtype) if residual and neuron else None
+    return (segments, wt, table, padded_bias, *col, *row, addend, values, D, planar_in, planar_out, out_dtype,
+            *lif)  # fmt: skip
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("planar_in,planar_out", [(True, True), (True, False), (False, False), (False, True)])
 @pytest.mark.parametrize(
-    "grouped,neuron,affine,n_segments,u8",
-    [(False, False, None, 1, False), (True, True, "row", 1, False), (False, False, "col", 3, False),
-     (True, False, "col", 2, True)],
-    ids=["plain", "grouped-neuron-row", "three-segments-col", "uint8-grouped-col"],
+    "grouped,neuron,affine,n_segments,u8,residual",
+    [(False, False, None, 1, False, False), (True, True, "row", 1, False, False),
+     (False, False, "col", 3, False, False), (True, False, "col", 2, True, False),
+     (False, True, "col", 3, True, True), (False, False, "row", 1, False, True)],
+    ids=["plain", "grouped-neuron-row", "three-segments-col", "uint8-grouped-col", "uint8-residual-neuron-values",
+         "residual"],
 )  # fmt: skip
-def test_spike_matmul(dtype, planar_in, planar_out, grouped, neuron, affine, n_segments, u8):
+def test_spike_matmul(dtype, planar_in, planar_out, grouped, neuron, affine, n_segments, u8, residual):
     if (reason := spike_matmul_op.unavailable_reason()) is not None:
         pytest.skip(reason)
-    args = _spike_matmul_args(dtype, planar_in, planar_out, grouped, neuron, affine, n_segments, u8)
+    args = _spike_matmul_args(dtype, planar_in, planar_out, grouped, neuron, affine, n_segments, u8, residual)
     torch.library.opcheck(torch.ops.spikemlp.spike_matmul.default, args)
 
 

@@ -143,7 +143,9 @@ def spike_matmul(
     grouped: bool = False,
     neuron: tuple[int, nn.Module] | None = None,
     dtype: torch.dtype | None = None,
-) -> torch.Tensor:
+    addend: torch.Tensor | None = None,
+    keep_values: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """y = x @ weight^T + bias over the channels of x, then optional inference affines, for spikes x.
 
     x is the channel concatenation of ``segments`` (1 to 3 tensors, not copied): each [M, K_s, P] if
@@ -156,6 +158,10 @@ def spike_matmul(
     ``neuron`` (T, an LIF layer that ``fused_neuron`` accepts): the outputs, images ordered [T, B], charge
     the neuron in the kernel and its spikes come back instead, as uint8 0/1 in the output layout (the
     outputs are never stored). Segments may be uint8 spikes; ``dtype`` then gives the compute dtype.
+
+    ``addend`` (a tensor of the output's shape in the compute dtype) is added after the affines, before
+    the neuron: a residual sum that needs no pass of its own. ``keep_values`` (with ``neuron``) returns
+    (spikes, the neuron's inputs) instead of the spikes alone.
     """
     dtype = _checked_dtype(segments, weight, bias, planar_in, dtype, col_affine, row_affine)
     if torch.compiler.is_compiling():
@@ -166,10 +172,22 @@ def spike_matmul(
     col = (None, None) if col_affine is None else [_pad_columns(t.to(dtype)) for t in col_affine]
     row = (None, None) if row_affine is None else [t.to(dtype).contiguous() for t in row_affine]
     T, mode, hard, tau, v_th, v_reset = _neuron_numbers(neuron, segments[0].shape[0])
-    return torch.ops.spikemlp.spike_matmul(
-        list(segments), wt, table, padded_bias, *col, *row, weight.shape[0], planar_in, planar_out, dtype,
-        T, mode, hard, tau, v_th, v_reset,
+    shape = _op.out_shape(segments, planar_in, planar_out, weight.shape[0])
+    if addend is not None:
+        if tuple(addend.shape) != shape or addend.dtype != dtype or addend.device.type != "cpu":
+            raise ValueError(
+                f"spike_matmul: addend must be a {dtype} CPU tensor of the output's shape {shape}, got "
+                f"{addend.dtype} {tuple(addend.shape)} on {addend.device}"
+            )
+        addend = addend.contiguous()
+    if keep_values and neuron is None:
+        raise ValueError("spike_matmul: keep_values returns the neuron's inputs; it needs neuron=")
+    values = segments[0].new_empty(shape, dtype=dtype) if keep_values else None
+    out = torch.ops.spikemlp.spike_matmul(
+        list(segments), wt, table, padded_bias, *col, *row, addend, values, weight.shape[0], planar_in,
+        planar_out, dtype, T, mode, hard, tau, v_th, v_reset,
     )  # fmt: skip
+    return (out, values) if keep_values else out
 
 
 def _checked_dtype(segments, weight, bias, planar_in: bool, dtype, col_affine, row_affine) -> torch.dtype:

@@ -16,6 +16,9 @@
 // Epilogue (optional, as BatchNorm in inference): y = y * col_scale[d] + col_shift[d] (per output
 // channel), then y = y * row_scale[p] + row_shift[p] (per position, MLP-SPE's per-token BatchNorm).
 // Output: [M, P, D] (rows) or [M, D, P] (planar, NCHW).
+// Residual (optional): after the epilogue, y = y + addend, addend a contiguous tensor in the output
+// layout (MLP-SPE's skips from the stage's state h add here); with a neuron, `values` (optional, the
+// output layout) receives these y, the neuron's input, as well as the spikes.
 //
 // Inputs may also be 0/1 bytes (uint8), as the fused neuron below writes them.
 //
@@ -79,6 +82,8 @@ struct Problem {
   const S* col_shift;
   const S* row_scale;  // P entries each, or null
   const S* row_shift;
+  const S* addend;    // added after the epilogue (output layout), or null
+  S* values;          // with a neuron: its inputs y are stored here too (output layout), or null
   S* out;             // the outputs, or (neuron) null and:
   uint8_t* spikes;    // the neuron's spikes, 0/1 bytes, in the output layout
   const Neuron* neuron;
@@ -160,6 +165,13 @@ inline void finish(const Problem<S>& q, S* acc, int64_t nv, int64_t d0, int64_t 
     for (int64_t v = 0; v < nv; ++v) a[v] = a[v] * rs + rt;
   }
   const int64_t width = std::min<int64_t>(nv * kLanes, q.D - d0);
+  // The residual and the kept values, in the output layout: a row's channels lie P apart when planar.
+  const int64_t at = q.planar_out ? (m * q.D + d0) * q.P + p : (m * q.P + p) * q.D + d0;
+  const int64_t step = q.planar_out ? q.P : 1;
+  if (q.addend)
+    for (int64_t t = 0; t < width; ++t) acc[t] += q.addend[at + t * step];
+  if (q.values)
+    for (int64_t t = 0; t < width; ++t) q.values[at + t * step] = acc[t];
   if (q.neuron) {
     V* vm = reinterpret_cast<V*>(mem + d0);
     const V zero{}, one = zero + S(1), v_reset = zero + q.v_reset, v_th = zero + q.v_th;
@@ -175,8 +187,7 @@ inline void finish(const Problem<S>& q, S* acc, int64_t nv, int64_t d0, int64_t 
                              : spikemlp::reset<false>(h, s, one, v_reset, v_th, same);
       a[v] = s;
     }
-    uint8_t* dst = q.spikes + (q.planar_out ? (m * q.D + d0) * q.P + p : (m * q.P + p) * q.D + d0);
-    const int64_t step = q.planar_out ? q.P : 1;
+    uint8_t* dst = q.spikes + at;
     for (int64_t t = 0; t < width; ++t) dst[t * step] = static_cast<uint8_t>(acc[t] != S(0));
     return;
   }
@@ -199,6 +210,19 @@ constexpr int kTile = 8;        // vectors per column tile: 128 floats (64 doubl
 template <typename S>
 bool pixel_masks(const S* xb, int64_t count, int64_t sk, int64_t npix, uint32_t* masks) {
   int64_t k = 0;
+#if defined(__AVX512BW__) && defined(__AVX512VL__)
+  if constexpr (sizeof(S) == 1) {
+    if (npix == kPix) {
+      // Bytes (the fused neuron's spikes): the 16 pixels of a channel in one 128-bit load.
+      for (; k < count; ++k) {
+        const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(xb + k * sk));
+        const uint32_t nz = _mm_test_epi8_mask(v, v);
+        if (_mm_mask_cmpneq_epi8_mask(static_cast<__mmask16>(nz), v, _mm_set1_epi8(1))) return false;
+        masks[k] = nz;
+      }
+    }
+  }
+#endif
 #ifdef __AVX512F__
   if constexpr (sizeof(S) >= 4) {
   if (npix == kPix) {
@@ -550,8 +574,8 @@ template <typename S>
 int run(int input_u8, const void* const* base, const int64_t* channels, const int64_t* sm, const int64_t* sp, int n_segments,
         int64_t M, int64_t P, int64_t sk, const void* wt, const void* table, const void* bias, int64_t D, int64_t Dp,
         const void* col_scale,
-        const void* col_shift, const void* row_scale, const void* row_shift, void* out, int planar_out,
-        const Neuron* neuron, int n_threads) {
+        const void* col_shift, const void* row_scale, const void* row_shift, const void* addend, void* values,
+        void* out, int planar_out, const Neuron* neuron, int n_threads) {
   if (n_segments < 1 || n_segments > kMaxSegments) return 3;
   Problem<S> q{};
   q.n_segments = n_segments;
@@ -571,6 +595,9 @@ int run(int input_u8, const void* const* base, const int64_t* channels, const in
     return 4;
   q.planar_out = planar_out != 0;
   q.neuron = neuron;
+  q.addend = static_cast<const S*>(addend);
+  q.values = static_cast<S*>(values);
+  if (q.values && !neuron) return 7;
   if (neuron) {
     if (neuron->mode < 0 || neuron->mode > 2) return 6;
     q.spikes = static_cast<uint8_t*>(out);
@@ -592,13 +619,16 @@ int run(int input_u8, const void* const* base, const int64_t* channels, const in
 // n_segments (1-3) entries. table: the grouped sums or null. bias, col_scale, col_shift: Dp entries or null;
 // row_scale, row_shift: P entries or null (scale and shift given together). neuron_T > 0: the outputs
 // charge a neuron over neuron_T steps (M = neuron_T x images) and `out` receives its spikes as bytes.
+// addend: null or a contiguous tensor in the output layout, added after the epilogue; values (with a
+// neuron only): null or where the neuron's inputs are stored, in the output layout.
 // Returns 0, or 1 (bad dtype), 2 (Dp not a multiple of 16 or < D), 3 (bad segment count), 4 (a scale
-// without its shift), 5 (M not a multiple of neuron_T), 6 (bad charge mode).
+// without its shift), 5 (M not a multiple of neuron_T), 6 (bad charge mode), 7 (values without a neuron).
 extern "C" int spikemlp_spike_matmul(int dtype, int input_u8, const void* const* base, const int64_t* channels,
                                      const int64_t* sm, const int64_t* sp, int n_segments, int64_t M, int64_t P,
                                      int64_t sk, const void* wt, const void* table, const void* bias, int64_t D,
                                      int64_t Dp, const void* col_scale, const void* col_shift, const void* row_scale,
-                                     const void* row_shift, void* out, int planar_out, int64_t neuron_T,
+                                     const void* row_shift, const void* addend, void* values, void* out,
+                                     int planar_out, int64_t neuron_T,
                                      int neuron_mode, int neuron_hard, double tau, double v_th, double v_reset,
                                      int n_threads) {
   const Neuron neuron{neuron_T, neuron_mode, neuron_hard != 0, tau, v_th, v_reset};
@@ -606,10 +636,10 @@ extern "C" int spikemlp_spike_matmul(int dtype, int input_u8, const void* const*
   switch (dtype) {
     case 0:
       return run<float>(input_u8, base, channels, sm, sp, n_segments, M, P, sk, wt, table, bias, D, Dp, col_scale,
-                        col_shift, row_scale, row_shift, out, planar_out, n, n_threads);
+                        col_shift, row_scale, row_shift, addend, values, out, planar_out, n, n_threads);
     case 1:
       return run<double>(input_u8, base, channels, sm, sp, n_segments, M, P, sk, wt, table, bias, D, Dp, col_scale,
-                         col_shift, row_scale, row_shift, out, planar_out, n, n_threads);
+                         col_shift, row_scale, row_shift, addend, values, out, planar_out, n, n_threads);
     default:
       return 1;
   }

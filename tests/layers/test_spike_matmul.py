@@ -313,8 +313,10 @@ def test_residual_and_kept_values_are_the_sum_the_neuron_sees(dtype, planar_in, 
     got = sm.spike_matmul([x], weight, bias, sm.PackedWeight(), planar_in, planar_out, col_affine=col,
                           addend=addend)  # fmt: skip
     assert torch.equal(got, y + addend)
-    spikes_out, values = sm.spike_matmul([x], weight, bias, sm.PackedWeight(), planar_in, planar_out,
-                                         col_affine=col, addend=addend, neuron=(T, lif), keep_values=True)  # fmt: skip
+    spikes_out, values = sm.spike_matmul(
+        [x], weight, bias, sm.PackedWeight(), planar_in, planar_out, col_affine=col, addend=addend,
+        neuron=(T, lif), keep_values=True,
+    )  # fmt: skip
     assert torch.equal(values, y + addend)
     want = lif((y + addend).unflatten(0, (T, B))).flatten(0, 1)
     assert torch.equal(spikes_out.to(dtype), want) and 0.05 < want.mean() < 0.7

@@ -93,8 +93,8 @@ def _spike_matmul_args(dtype, planar_in, planar_out, grouped, neuron, affine, n_
     [(False, False, None, 1, False, False), (True, True, "row", 1, False, False),
      (False, False, "col", 3, False, False), (True, False, "col", 2, True, False),
      (False, True, "col", 3, True, True), (False, False, "row", 1, False, True)],
-    ids=["plain", "grouped-neuron-row", "three-segments-col", "uint8-grouped-col", "uint8-residual-neuron-values",
-         "residual"],
+    ids=["plain", "grouped-neuron-row", "three-segments-col", "uint8-grouped-col",
+         "uint8-residual-neuron-values", "residual"],
 )  # fmt: skip
 def test_spike_matmul(dtype, planar_in, planar_out, grouped, neuron, affine, n_segments, u8, residual):
     if (reason := spike_matmul_op.unavailable_reason()) is not None:

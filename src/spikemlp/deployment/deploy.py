@@ -85,8 +85,8 @@ def _check_deployable(model: nn.Module) -> None:
     weight = next(model.parameters())
     if weight.device.type != "cpu" or weight.dtype not in (torch.float32, torch.float64):
         raise ValueError(
-            f"deploy builds CPU inference in float32 or float64; the model is {weight.dtype} on {weight.device}: "
-            "call spikemlp.deploy(model.cpu().float().eval())"
+            f"deploy builds CPU inference in float32 or float64; the model is {weight.dtype} on "
+            f"{weight.device}: call spikemlp.deploy(model.cpu().float().eval())"
         )
     if (reason := spike_matmul.unavailable_reason()) is not None:
         raise RuntimeError(f"deploy runs the spike-driven kernel, but {reason}")

@@ -26,8 +26,8 @@ def _declare(lib: ctypes.CDLL) -> None:
     i64, ptr, i32, f64 = ctypes.c_int64, ctypes.c_void_p, ctypes.c_int, ctypes.c_double
     lib.spikemlp_spike_matmul.restype = i32
     lib.spikemlp_spike_matmul.argtypes = [
-        i32, i32, ptr, ptr, ptr, ptr, i32, i64, i64, i64, ptr, ptr, ptr, i64, i64, ptr, ptr, ptr, ptr, ptr, ptr, ptr,
-        i32, i64, i32, i32, f64, f64, f64, i32,
+        i32, i32, ptr, ptr, ptr, ptr, i32, i64, i64, i64, ptr, ptr, ptr, i64, i64, ptr, ptr, ptr, ptr,
+        ptr, ptr, ptr, i32, i64, i32, i32, f64, f64, f64, i32,
     ]  # fmt: skip
 
 
@@ -93,8 +93,8 @@ def spike_matmul(
         DTYPE_CODES[compute], int(segs[0].dtype == torch.uint8), bases, counts, image_strides,
         position_strides, len(segs), M, P, segs[0].stride(inner[1]), data_ptr(weight_t), data_ptr(table),
         data_ptr(bias), out_features, weight_t.shape[1], data_ptr(col_scale), data_ptr(col_shift),
-        data_ptr(row_scale), data_ptr(row_shift), data_ptr(addend), data_ptr(values), data_ptr(out), int(planar_out), T, charge_mode, int(hard_reset),
-        tau, v_threshold, v_reset, torch.get_num_threads(),
+        data_ptr(row_scale), data_ptr(row_shift), data_ptr(addend), data_ptr(values), data_ptr(out),
+        int(planar_out), T, charge_mode, int(hard_reset), tau, v_threshold, v_reset, torch.get_num_threads(),
     )  # fmt: skip
     if status != 0:
         raise RuntimeError(f"spikemlp spike matmul failed with status {status}")
@@ -102,7 +102,7 @@ def spike_matmul(
 
 
 @spike_matmul.register_fake
-def _(segments, weight_t, table, bias, col_scale, col_shift, row_scale, row_shift, addend, values, out_features, planar_in,
-      planar_out, dtype, T, charge_mode, hard_reset, tau, v_threshold, v_reset):  # fmt: skip
+def _(segments, weight_t, table, bias, col_scale, col_shift, row_scale, row_shift, addend, values, out_features,
+      planar_in, planar_out, dtype, T, charge_mode, hard_reset, tau, v_threshold, v_reset):  # fmt: skip
     shape = out_shape(segments, planar_in, planar_out, out_features)
     return segments[0].new_empty(shape, dtype=_out_dtype(segments, dtype, T))

@@ -103,6 +103,7 @@ def spike_matmul(
 
 @spike_matmul.register_fake
 def _(segments, weight_t, table, bias, col_scale, col_shift, row_scale, row_shift, addend, values,
-      out_features, planar_in, planar_out, dtype, T, charge_mode, hard_reset, tau, v_threshold, v_reset):  # fmt: skip
+      out_features, planar_in, planar_out, dtype, T, charge_mode, hard_reset, tau, v_threshold,
+      v_reset):  # fmt: skip
     shape = out_shape(segments, planar_in, planar_out, out_features)
     return segments[0].new_empty(shape, dtype=_out_dtype(segments, dtype, T))

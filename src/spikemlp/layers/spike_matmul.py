@@ -182,9 +182,8 @@ def spike_matmul(
         addend = addend.contiguous()
     if keep_values and neuron is None:
         raise ValueError("spike_matmul: keep_values returns the neuron's inputs; it needs neuron=")
-    values = segments[0].new_empty(shape, dtype=dtype) if keep_values else None
-    out = torch.ops.spikemlp.spike_matmul(
-        list(segments), wt, table, padded_bias, *col, *row, addend, values, weight.shape[0], planar_in,
+    out, values = torch.ops.spikemlp.spike_matmul(
+        list(segments), wt, table, padded_bias, *col, *row, addend, keep_values, weight.shape[0], planar_in,
         planar_out, dtype, T, mode, hard, tau, v_th, v_reset,
     )  # fmt: skip
     return (out, values) if keep_values else out

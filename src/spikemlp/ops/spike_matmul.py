@@ -48,7 +48,7 @@ def _out_dtype(segments, dtype: torch.dtype | None, T: int) -> torch.dtype:
     return torch.uint8 if T > 0 else (dtype or segments[0].dtype)
 
 
-@torch.library.custom_op("spikemlp::spike_matmul", mutates_args=("values",), device_types="cpu")
+@torch.library.custom_op("spikemlp::spike_matmul", mutates_args=(), device_types="cpu")
 def spike_matmul(
     segments: list[torch.Tensor],
     weight_t: torch.Tensor,
@@ -59,7 +59,7 @@ def spike_matmul(
     row_scale: torch.Tensor | None,
     row_shift: torch.Tensor | None,
     addend: torch.Tensor | None,
-    values: torch.Tensor | None,
+    keep_values: bool,
     out_features: int,
     planar_in: bool,
     planar_out: bool,
@@ -70,12 +70,13 @@ def spike_matmul(
     tau: float,
     v_threshold: float,
     v_reset: float,
-) -> torch.Tensor:
+) -> tuple[torch.Tensor, torch.Tensor]:
     """epilogue(x @ W^T + b) for x the channel concatenation of ``segments`` (each [M, K_s, P] planar,
     else [M, P, K_s]); [M, D, P] if ``planar_out`` else [M, P, D], in ``dtype`` (default: the segments'),
     or the neuron's spikes as uint8 when ``T > 0``. Column epilogue tensors have Dp entries, row ones P.
-    ``addend`` (the output's shape, contiguous) is added after the epilogue; ``values`` (with a neuron,
-    the output's shape and compute dtype, contiguous) receives the neuron's inputs."""
+    ``addend`` (the output's shape, contiguous) is added after the epilogue. Returns (output, values):
+    with ``keep_values`` (and a neuron) values are the neuron's inputs in the output's shape and the
+    compute dtype, else an empty tensor."""
     inner = (2, 1) if planar_in else (1, 2)  # (position, channel) dims
     segs = list(segments)
     # The kernel reads segments that share their channel stride and have a dense last dim.
@@ -84,7 +85,9 @@ def spike_matmul(
     M, P = segs[0].shape[0], segs[0].shape[inner[0]]
     out_dtype = _out_dtype(segs, dtype, T)
     compute = dtype or segs[0].dtype
-    out = torch.empty(out_shape(segs, planar_in, planar_out, out_features), dtype=out_dtype)
+    shape = out_shape(segs, planar_in, planar_out, out_features)
+    out = torch.empty(shape, dtype=out_dtype)
+    values = torch.empty(shape if keep_values else (0,), dtype=compute)
     bases = (ctypes.c_void_p * MAX_SEGMENTS)(*[s.data_ptr() for s in segs])
     counts = (ctypes.c_int64 * MAX_SEGMENTS)(*[s.shape[inner[1]] for s in segs])
     image_strides = (ctypes.c_int64 * MAX_SEGMENTS)(*[s.stride(0) for s in segs])
@@ -93,17 +96,19 @@ def spike_matmul(
         DTYPE_CODES[compute], int(segs[0].dtype == torch.uint8), bases, counts, image_strides,
         position_strides, len(segs), M, P, segs[0].stride(inner[1]), data_ptr(weight_t), data_ptr(table),
         data_ptr(bias), out_features, weight_t.shape[1], data_ptr(col_scale), data_ptr(col_shift),
-        data_ptr(row_scale), data_ptr(row_shift), data_ptr(addend), data_ptr(values), data_ptr(out),
+        data_ptr(row_scale), data_ptr(row_shift), data_ptr(addend), data_ptr(values) if keep_values else None, data_ptr(out),
         int(planar_out), T, charge_mode, int(hard_reset), tau, v_threshold, v_reset, torch.get_num_threads(),
     )  # fmt: skip
     if status != 0:
         raise RuntimeError(f"spikemlp spike matmul failed with status {status}")
-    return out
+    return out, values
 
 
 @spike_matmul.register_fake
-def _(segments, weight_t, table, bias, col_scale, col_shift, row_scale, row_shift, addend, values,
+def _(segments, weight_t, table, bias, col_scale, col_shift, row_scale, row_shift, addend, keep_values,
       out_features, planar_in, planar_out, dtype, T, charge_mode, hard_reset, tau, v_threshold,
       v_reset):  # fmt: skip
     shape = out_shape(segments, planar_in, planar_out, out_features)
-    return segments[0].new_empty(shape, dtype=_out_dtype(segments, dtype, T))
+    compute = dtype or segments[0].dtype
+    values = segments[0].new_empty(shape if keep_values else (0,), dtype=compute)
+    return segments[0].new_empty(shape, dtype=_out_dtype(segments, dtype, T)), values

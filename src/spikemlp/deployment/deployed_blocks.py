@@ -106,16 +106,17 @@ class DeployedBlock(MLPSPEBlock):
         fuse_affine, affine1, affine2 = self._affines
         h_planes = h.reshape(T * B, C, H * W)
         spikes, hu = sm.spike_matmul(
-            self._token_spikes(x), t.fuse.weight, t.fuse.bias, self._packs[2], planar_in=True, planar_out=True,
-            col_affine=fuse_affine, addend=h_planes, neuron=(T, self.token_lif), keep_values=True, dtype=dtype,
+            self._token_spikes(x), t.fuse.weight, t.fuse.bias, self._packs[2], planar_in=True,
+            planar_out=True, col_affine=fuse_affine, addend=h_planes, neuron=(T, self.token_lif),
+            keep_values=True, dtype=dtype,
         )  # fmt: skip
         hidden = sm.spike_matmul(
-            [spikes], c.fc1.weight, c.fc1.bias, self._packs[3], planar_in=True, planar_out=False, grouped=True,
-            neuron=(T, c.lif), dtype=dtype, **{self._per: affine1},
+            [spikes], c.fc1.weight, c.fc1.bias, self._packs[3], planar_in=True, planar_out=False,
+            grouped=True, neuron=(T, c.lif), dtype=dtype, **{self._per: affine1},
         )  # fmt: skip
         out = sm.spike_matmul(
-            [hidden], c.fc2.weight, c.fc2.bias, self._packs[4], planar_in=False, planar_out=True, addend=hu,
-            neuron=(T, self.channel_lif), dtype=dtype, **{self._per: affine2},
+            [hidden], c.fc2.weight, c.fc2.bias, self._packs[4], planar_in=False, planar_out=True,
+            addend=hu, neuron=(T, self.channel_lif), dtype=dtype, **{self._per: affine2},
         )  # fmt: skip
         return out.view(T, B, C, H, W)
 

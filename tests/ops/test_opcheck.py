@@ -81,8 +81,9 @@ def _spike_matmul_args(dtype, planar_in, planar_out, grouped, neuron, affine, n_
     out_dtype = dtype if u8 else None
     out_shape = (M, D, P) if planar_out else (M, P, D)
     addend = torch.randn(out_shape, generator=gen, dtype=dtype) if residual else None
-    return (segments, wt, table, padded_bias, *col, *row, addend, residual and neuron, D, planar_in, planar_out,
-            out_dtype, *lif)  # fmt: skip
+    keep = residual and neuron
+    return (segments, wt, table, padded_bias, *col, *row, addend, keep, D, planar_in, planar_out, out_dtype,
+            *lif)  # fmt: skip
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)

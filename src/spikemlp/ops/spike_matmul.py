@@ -96,8 +96,9 @@ def spike_matmul(
         DTYPE_CODES[compute], int(segs[0].dtype == torch.uint8), bases, counts, image_strides,
         position_strides, len(segs), M, P, segs[0].stride(inner[1]), data_ptr(weight_t), data_ptr(table),
         data_ptr(bias), out_features, weight_t.shape[1], data_ptr(col_scale), data_ptr(col_shift),
-        data_ptr(row_scale), data_ptr(row_shift), data_ptr(addend), data_ptr(values) if keep_values else None,
-        data_ptr(out), int(planar_out), T, charge_mode, int(hard_reset), tau, v_threshold, v_reset, torch.get_num_threads(),
+        data_ptr(row_scale), data_ptr(row_shift), data_ptr(addend), data_ptr(values if keep_values else None),
+        data_ptr(out), int(planar_out), T, charge_mode, int(hard_reset), tau, v_threshold, v_reset,
+        torch.get_num_threads(),
     )  # fmt: skip
     if status != 0:
         raise RuntimeError(f"spikemlp spike matmul failed with status {status}")

@@ -82,6 +82,15 @@ def test_cli_analyzes_a_training_checkpoint(tmp_path, capsys):
     report = json.loads((out / "report.json").read_text())
     assert report["energy"]["name"] == "int8" and report["images"] == 6
     assert (out / "report.md").is_file() and not (out / PLOT_FILES[0]).exists()
+    assert "deployment" not in report
+    # --deploy: the deployed model against the eval model on the same 6 images, in both reports.
+    deployed_out = tmp_path / "deployed"
+    assert main(argv + ["--out", str(deployed_out), "--no-plots", "--deploy"]) == 0
+    assert "same predictions" in capsys.readouterr().out
+    d = json.loads((deployed_out / "report.json").read_text())["deployment"]
+    assert d["images"] == 6 and d["same_predictions"] == 6 and d["relative_difference"] < 0.01
+    assert d["deployed_images_per_s"] > 0 and d["speedup"] > 0
+    assert "## Deployed model (spikemlp.deploy)" in (deployed_out / "report.md").read_text()
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):

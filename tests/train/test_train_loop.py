@@ -387,16 +387,23 @@ def test_eval_with_spike_kernels_gives_the_dense_results(tmp_path, trained_run, 
     kwargs = {"patch_size": 2, "embed_dim": 6, "depths": [1, 1]}
     train(tiny(model="mlp_spe_xt_cifar", model_kwargs=kwargs, epochs=1), tmp_path / "spe")
     reports = []
-    for extra in ([], ["--spike-kernels"]):
-        out = tmp_path / f"eval{len(extra)}.json"
+    for i, extra in enumerate(([], ["--spike-kernels"], ["--deploy"])):
+        out = tmp_path / f"eval{i}.json"
         args = ["eval", "--checkpoint", str(tmp_path / "spe"), *ON_CPU, "--json", str(out)]
         assert cli_main(args + extra) == 0
         reports.append(json.loads(out.read_text()))
-    dense, fast = reports
+    dense, fast, deployed = reports
     assert not dense["spike_kernels"] and fast["spike_kernels"]
     assert fast["top1"] == dense["top1"] and fast["loss"] == pytest.approx(dense["loss"], rel=1e-5)
+    # --deploy: the deployed model's predictions are the eval model's (compared on the first batch).
+    assert deployed["top1"] == dense["top1"] and deployed["loss"] == pytest.approx(dense["loss"], rel=1e-3)
+    check = deployed["deployment"]
+    assert check["same_predictions"] == check["images"] > 0
+    assert "same predictions" in capsys.readouterr().out
     # A model without spike kernels: a clear error, not a silent dense run.
     _, run, _ = trained_run
     capsys.readouterr()
     assert cli_main(["eval", "--checkpoint", str(run), *ON_CPU, "--spike-kernels"]) != 0
     assert "train_tiny_snn has no spike-driven kernels" in capsys.readouterr().err
+    assert cli_main(["eval", "--checkpoint", str(run), *ON_CPU, "--deploy"]) != 0
+    assert "deploy supports MLP-SPE/MLP-S models" in capsys.readouterr().err

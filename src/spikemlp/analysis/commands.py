@@ -47,6 +47,12 @@ def register(subparsers) -> None:
     p.add_argument("--e-ac", type=float, help="picojoules per accumulate (overrides the preset)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1, ...")
     p.add_argument("--no-plots", action="store_true", help="write the reports only")
+    p.add_argument(
+        "--deploy",
+        action="store_true",
+        help="also deploy the model (spikemlp.deploy, CPU) and report how its predictions and logits agree "
+        "with the eval model's on the same images, and both speeds (a 'deployment' section)",
+    )
     p.set_defaults(func=run_analyze)
 
 
@@ -82,6 +88,17 @@ def _load_model(args: argparse.Namespace):
     return None, {"model": args.model, "data": args.data, "T": args.T}, None
 
 
+def _add_deployment(report: dict, model, loader, args: argparse.Namespace) -> None:
+    """The deployed model against the eval model on the analysed images, into report.json and report.md."""
+    from ..deployment import deploy_for_command, measure
+    from .report import write_json, write_markdown
+
+    report["deployment"] = measure(model, deploy_for_command(model), loader, limit=args.limit)
+    out = Path(args.out)
+    write_json(report, out / "report.json")
+    write_markdown(report, out / "report.md")
+
+
 def run_analyze(args: argparse.Namespace) -> int:
     import torch
 
@@ -109,6 +126,8 @@ def run_analyze(args: argparse.Namespace) -> int:
             "pass the data set it was trained on with --data"
         )
     model = model.to(device).eval()
+    if args.deploy and device.type != "cpu":
+        raise ValueError(f"--deploy builds CPU inference; leave out --device {args.device} (or use cpu)")
     classes = loaders.class_names(split, num_classes)
     report = analyze(
         model,
@@ -125,6 +144,8 @@ def run_analyze(args: argparse.Namespace) -> int:
         make_plots=not args.no_plots,
         progress=True,
     )
+    if args.deploy:
+        _add_deployment(report, model, loader, args)
     net = report["network"]
     print(
         f"{name} on {data} {args.split}: {report['images']} images, top-1 {100 * report['accuracy']:.2f}%, "
@@ -138,5 +159,10 @@ def run_analyze(args: argparse.Namespace) -> int:
         f"ANN {net['ann_energy_pj'] / 1e6:.3f} uJ"
     )
     print(report["mfi"]["summary"])
+    if args.deploy:
+        d = report["deployment"]
+        print(
+            f"{d['summary']}; {d['deployed_images_per_s']:.1f} images/s deployed ({d['speedup']:.2f}x eval)"
+        )
     print(f"wrote {Path(args.out) / 'report.md'} and report.json" + ("" if args.no_plots else " and plots"))
     return 0

@@ -189,12 +189,26 @@ def _energy(pj: float) -> str:
 def render_markdown(report: dict) -> str:
     """report.md: the same numbers as report.json, laid out for reading."""
     lines = _md_facts(report) + _md_mfi(report) + _md_network(report["network"]) + _md_stages(report)
-    lines += _md_layers(report) + _md_neurons(report)
+    lines += _md_layers(report) + _md_neurons(report) + _md_deployment(report)
     if report.get("notes"):
         lines += ["", "## Notes", ""] + [f"- {n}" for n in report["notes"]]
     if report.get("plots"):
         lines += ["", "## Plots", ""] + [f"- [{p}]({p})" for p in report["plots"]]
     return "\n".join(lines) + "\n"
+
+
+def _md_deployment(report: dict) -> list[str]:
+    d = report.get("deployment")
+    if not d:
+        return []
+    return [
+        "",
+        "## Deployed model (spikemlp.deploy)",
+        "",
+        f"- {d['summary']}",
+        f"- {d['eval_images_per_s']:.1f} images/s in eval mode, {d['deployed_images_per_s']:.1f} deployed "
+        f"({d['speedup']:.2f}x), {d['threads']} thread(s)",
+    ]
 
 
 def _md_facts(report: dict) -> list[str]:

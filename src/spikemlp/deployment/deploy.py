@@ -21,17 +21,20 @@ It is inference only: it refuses training mode and inputs that want gradients.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
 
+from ..errors import UserError
 from ..layers import spike_matmul
 from ..mfi.fold import fold_dense_batch_norms, require_mlp_spe
 from ..models.mlp_spe import MLPSPE
 from .deployed_blocks import deployed_blocks
 
-__all__ = ["Agreement", "DeployedModel", "compare", "deploy"]
+__all__ = ["Agreement", "DeployedModel", "compare", "deploy", "deploy_for_command", "measure"]
 
 
 class DeployedModel(nn.Module):
@@ -107,6 +110,14 @@ def deploy(model: nn.Module) -> DeployedModel:
     return DeployedModel(net)
 
 
+def deploy_for_command(model: nn.Module) -> DeployedModel:
+    """``deploy(model.eval())``, with a model it cannot deploy (SNN-MLP) reported as the user's error."""
+    try:
+        return deploy(model.eval())
+    except TypeError as err:
+        raise UserError(str(err)) from None
+
+
 @dataclass(frozen=True)
 class Agreement:
     """How a deployed model's outputs compare with the eval model's on some images."""
@@ -119,6 +130,15 @@ class Agreement:
     @property
     def relative_difference(self) -> float:
         return self.max_logit_difference / max(self.logit_scale, 1e-30)
+
+    def merged(self, other: Agreement) -> Agreement:
+        """The agreement over both sets of images."""
+        return Agreement(
+            self.images + other.images,
+            self.same_predictions + other.same_predictions,
+            max(self.max_logit_difference, other.max_logit_difference),
+            max(self.logit_scale, other.logit_scale),
+        )
 
     def summary(self) -> str:
         return (
@@ -143,3 +163,38 @@ def compare(model: nn.Module, deployed: DeployedModel, images: torch.Tensor) -> 
         max_logit_difference=float((out - reference).abs().max()),
         logit_scale=float(reference.abs().max()),
     )
+
+
+@torch.no_grad()
+def measure(model: nn.Module, deployed: DeployedModel, batches: Iterable, limit: int | None = None) -> dict:
+    """Agreement and speed of ``deployed`` against ``model.eval()`` over (images, labels) ``batches`` (the
+    first ``limit`` images): what ``spikemlp eval --deploy`` and ``analyze --deploy`` report."""
+    agreement, seconds, seen = None, [0.0, 0.0], 0
+    model.eval()
+    for images, _ in batches:
+        if limit is not None and seen >= limit:
+            break
+        images = images[: None if limit is None else limit - seen].to(next(model.parameters()).dtype)
+        seen += images.shape[0]
+        start = time.perf_counter()
+        reference = model(images)
+        middle = time.perf_counter()
+        out = deployed(images)
+        seconds[0] += middle - start
+        seconds[1] += time.perf_counter() - middle
+        batch = Agreement(
+            images.shape[0], int((out.argmax(-1) == reference.argmax(-1)).sum()),
+            float((out - reference).abs().max()), float(reference.abs().max()),
+        )  # fmt: skip
+        agreement = batch if agreement is None else agreement.merged(batch)
+    if agreement is None:
+        raise ValueError("no images to compare the deployed model on")
+    return {
+        **asdict(agreement),
+        "relative_difference": agreement.relative_difference,
+        "summary": agreement.summary(),
+        "eval_images_per_s": agreement.images / max(seconds[0], 1e-9),
+        "deployed_images_per_s": agreement.images / max(seconds[1], 1e-9),
+        "speedup": seconds[0] / max(seconds[1], 1e-9),
+        "threads": torch.get_num_threads(),
+    }

@@ -141,6 +141,13 @@ def register(subparsers) -> None:
         help="CPU inference of MLP-SPE by its spike-driven kernels (model.set_spike_kernels): same "
         "model, faster on a CPU; results differ from the dense path only by float rounding",
     )
+    e.add_argument(
+        "--deploy",
+        action="store_true",
+        help="evaluate the deployed model (spikemlp.deploy: MLP-SPE, CPU inference on the spike-driven "
+        "kernels with BNs folded and neurons fused); prints how it agrees with the eval model on the "
+        "first batch",
+    )
     e.add_argument("--json", help="also write the results (with per-class accuracy) to this JSON file")
     e.set_defaults(func=run_eval)
 
@@ -222,6 +229,20 @@ def _format_per_class(names: list[str], acc: list[float], totals: list[int]) -> 
     return "\n".join("  ".join(cells[i : i + cols]) for i in range(0, len(cells), cols))
 
 
+def _deployed(model, loader, device, args: argparse.Namespace):
+    """(the deployed model, how it agrees with the eval model on the first batch), printed."""
+    from ..deployment import deploy_for_command, measure
+
+    if device.type != "cpu":
+        raise ValueError(f"--deploy builds CPU inference; the device is {device} (pass --device cpu)")
+    if args.spike_kernels:
+        raise ValueError("--deploy already runs the spike kernels; leave out --spike-kernels")
+    deployed = deploy_for_command(model)
+    check = measure(model, deployed, loader, limit=min(args.batch_size, args.limit or args.batch_size))
+    print(f"{check['summary']} (first batch)")
+    return deployed, check
+
+
 def run_eval(args: argparse.Namespace) -> int:
     import torch
 
@@ -260,6 +281,9 @@ def run_eval(args: argparse.Namespace) -> int:
         to_dict(cfg), eval_batch_size=args.batch_size, data_dir=args.data_dir or cfg.data_dir
     )
     loader, split, facts = loaders.eval_batches(data, args.split, settings, device)
+    deployment = None
+    if args.deploy:
+        model, deployment = _deployed(model.to(dtype), loader, device, args)
     num_classes = int(meta["num_classes"])
     if facts.num_classes != num_classes:
         raise ValueError(
@@ -291,6 +315,7 @@ def run_eval(args: argparse.Namespace) -> int:
             "split": args.split,
             "tta": tta,
             "spike_kernels": bool(getattr(model, "spike_kernels", False)),
+            "deployment": deployment,
             "classes": names,
             **result.to_dict(),
         }

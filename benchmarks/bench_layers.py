@@ -17,14 +17,16 @@ mean by ``bench_models.set_firing_batch_norm(model, shift)``; 0 is bench_models'
   warm-up, the two models in turns), by wrapping, not hooks, the Python calls that compute it with a
   timer for the duration of the measurement:
   - deployed model: ``spikemlp.layers.spike_matmul.spike_matmul`` (token fuse, channel fc1 and fc2; a
-    call is attributed to the layer whose weight tensor it is passed), ``spike_kernel_blocks._folded_map``
-    (the axial maps, by the projection it is passed) and the encoder convolutions' ``forward``;
+    call is attributed to the layer whose weight tensor it is passed),
+    ``spike_kernel_blocks.folded_axial_map`` (the axial maps, by the projection it is passed) and the
+    encoder convolutions' ``forward``;
   - dense model (the library's eval model, no SpikingJelly): the ``forward`` of the same layers;
   - each kind is timed with what the deployed model computes in the same call, so the two compare the
     same work: the axial maps with their BN (folded into the map's rows in the deployed model), the fuse
     convolution with ``fuse_norm`` and fc2 with ``norm2`` (the kernel's epilogues), fc1 with ``norm1``
     and the hidden neuron (in fc1's epilogue), the encoder convolutions with their BNs (folded). The
     rest (the other neurons, layout copies, the stem, the head) is ``other`` in the forward totals.
+  The deployed model's products also hold the neurons that follow them and the skips from h.
   Kinds: ``token_proj_h``, ``token_proj_w`` (the axial N x N maps; dense in both models: the deployed
   model runs them as GEMMs with the BN folded in), ``token_fuse`` (the 1x1 fuse convolution),
   ``channel_fc1``, ``channel_fc2``, ``encoder_conv`` (the SPE cells' 3x3 convolutions; dense in both).
@@ -57,7 +59,7 @@ from torch import nn
 from bench_models import CONFIGS, build_spikemlp, make_batch, percentile, set_firing_batch_norm
 
 LAYER_KINDS = ("token_proj_h", "token_proj_w", "token_fuse", "channel_fc1", "channel_fc2", "encoder_conv")
-KERNEL_KINDS = ("token_fuse", "channel_fc1", "channel_fc2")  # run by spike_matmul in the deployed model
+KERNEL_KINDS = ("token_fuse", "channel_fc1", "channel_fc2")  # run by spike_matmul in every deployed model
 DEFAULT_SHIFTS = "-0.6,-0.3,0,0.3,0.6,1.0"  # rates from about 0.01 to 0.6-0.9 (by kind)
 # Per kind in a block: the synaptic layer (its input is the one whose rate is measured) and the modules
 # whose work the deployed model does in the same call (BN epilogues and folds, fc1's hidden neuron).
@@ -172,7 +174,7 @@ def timed_layers(net: nn.Module, deployed: bool) -> Iterator[LayerTimer]:
         by_proj = {id(m): k for m, k in layers.items() if k.startswith("token_proj")}
         for owner, name, kind_of in (
             (matmul, "spike_matmul", lambda _segments, weight, *_, **__: by_weight.get(id(weight))),
-            (blocks, "_folded_map", lambda _x, proj, *_, **__: by_proj.get(id(proj))),
+            (blocks, "folded_axial_map", lambda _x, proj, *_, **__: by_proj.get(id(proj))),
         ):
             patches.append((owner, name, getattr(owner, name)))
             setattr(owner, name, timer.wrap(getattr(owner, name), kind_of))

@@ -57,7 +57,7 @@ def test_timed_layers_attribute_the_kernel_calls_and_restore_everything(images):
     deployed = spikemlp.deploy(_model())
     matmul = importlib.import_module("spikemlp.layers.spike_matmul")
     blocks = importlib.import_module("spikemlp.layers.spike_kernel_blocks")
-    originals = matmul.spike_matmul, blocks._folded_map
+    originals = matmul.spike_matmul, blocks.folded_axial_map
     with bench_layers.timed_layers(deployed.model, deployed=True) as timer:
         with torch.inference_mode():
             deployed(images)
@@ -67,7 +67,7 @@ def test_timed_layers_attribute_the_kernel_calls_and_restore_everything(images):
         "encoder_conv": 15,
     }  # fmt: skip
     assert all(timer.seconds[kind] > 0 for kind in bench_layers.LAYER_KINDS)
-    assert (matmul.spike_matmul, blocks._folded_map) == originals
+    assert (matmul.spike_matmul, blocks.folded_axial_map) == originals
     assert not any("forward" in vars(m) for m in deployed.modules())
 
 

@@ -8,12 +8,14 @@ An MLP-SPE block is, with h the stage's state and x its input spikes (docs/mlp_s
     x'  = LIF(hu)
     out = LIF(hu + norm2(fc2(LIF(norm1(fc1(x'))))))                 the channel MLP and the skip
 
-``DeployedBlock`` runs it as five calls of ``spikemlp::spike_matmul``, one per product: the axial maps
-(their BNs folded into the maps' rows, as ``mfi.fold`` does) and fc1 with their neurons in the
-epilogue; the fuse convolution with fuse_norm, the skip h and the token neuron in its epilogue, keeping
-hu; fc2 with norm2, the skip hu and the channel neuron. Only spikes (uint8) and hu reach memory: no
-BatchNorm, addition or neuron pass of its own, no float copy of a spike tensor. The values are the eval
-model's up to the order of the sums (tests/deployment).
+``DeployedBlock`` runs its three large products on ``spikemlp::spike_matmul``: the fuse convolution
+with fuse_norm, the skip h and the token neuron in its epilogue (keeping hu); fc1 with norm1 and the
+hidden neuron; fc2 with norm2, the skip hu and the channel neuron. Between them only spikes (as uint8)
+and hu reach memory: no BatchNorm, addition or neuron pass of its own. The axial maps (N x N, N the
+grid side) have their BNs folded into their rows, as ``mfi.fold`` does, and run as small dense GEMMs
+followed by their neurons: at N <= 56 each output sums too few inputs for the kernel's per-row work to
+pay (measured: 2-7x slower on the kernel; BENCHMARKS.md). The values are the eval model's up to the
+order of the sums (tests/deployment).
 
 Where the kernel cannot take a block (hooks on its layers, as the analysis tools set, or another
 device), the block runs as the dense ``MLPSPEBlock``. A block whose neurons the kernel cannot run
@@ -25,6 +27,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..layers import spike_kernel_blocks as kernel_blocks
 from ..layers import spike_matmul as sm
 from ..layers.batch_norm_fold import fold_rows, inference_affine
 from ..layers.spike_kernel_blocks import (
@@ -64,14 +67,9 @@ class DeployedBlock(MLPSPEBlock):
             tuple(a.to(dtype) for a in inference_affine(bn)) for bn in (t.fuse_norm, c.norm1, c.norm2)
         )
         self._per = "row_affine" if c.channel_bn == "token" else "col_affine"  # BN per token or channel
-        self._packs = tuple(sm.PackedWeight() for _ in range(5))
-        weights = [
-            *maps,
-            (t.fuse.weight, t.fuse.bias),
-            (c.fc1.weight, c.fc1.bias),
-            (c.fc2.weight, c.fc2.bias),
-        ]
-        for packed, (weight, bias), grouped in zip(self._packs, weights, (False, True, False, True, False)):
+        self._packs = tuple(sm.PackedWeight() for _ in range(3))
+        weights = [(t.fuse.weight, t.fuse.bias), (c.fc1.weight, c.fc1.bias), (c.fc2.weight, c.fc2.bias)]
+        for packed, (weight, bias), grouped in zip(self._packs, weights, (False, True, False)):
             packed.get(weight, bias, dtype, grouped)
 
     def _layers(self) -> tuple[nn.Module, ...]:
@@ -81,44 +79,52 @@ class DeployedBlock(MLPSPEBlock):
         return tuple(m for m in layers if m is not None)
 
     def _token_spikes(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """The fuse convolution's three inputs as uint8 planes [T * B, C, H * W]: x, x_h, x_w."""
+        """The fuse convolution's three inputs as planes [T * B, C, H * W]: x, x_h and x_w. The axial maps
+        run dense (their N x N products are too small for the kernel's per-row work to pay)."""
         t = self.token_mix
         T, B, C, H, W = x.shape
-        dtype = self._maps[0][0].dtype
-        identity = t._identity(x.to(dtype)) if t.identity_norm is not None else x
-        planes = x.to(torch.uint8).reshape(T * B * C, H, W)
+        x = x.to(self._maps[0][0].dtype, memory_format=torch.contiguous_format)
+        xm = x.flatten(0, 1)
         (wh, bh), (ww, bw) = self._maps
-        # Along h a plane's rows are the inputs (planar: position w, channel h). Along w its columns are:
-        # token rows, all planes of a step as one image, so that the kernel's blocks are full.
-        x_h = sm.spike_matmul([planes], wh, bh, self._packs[0], planar_in=True, planar_out=True,
-                              neuron=(T, t.lif_h), dtype=dtype)  # fmt: skip
-        x_w = sm.spike_matmul([planes.view(T, -1, W)], ww, bw, self._packs[1], planar_in=False,
-                              planar_out=False, grouped=True, neuron=(T, t.lif_w), dtype=dtype)  # fmt: skip
-        return [part.to(torch.uint8).reshape(T * B, C, H * W) for part in (identity, x_h, x_w)]
+        x_h = t.lif_h(kernel_blocks.folded_axial_map(xm, t.proj_h, wh, bh).unflatten(0, (T, B)))
+        x_w = t.lif_w(kernel_blocks.folded_axial_map(xm, t.proj_w, ww, bw).unflatten(0, (T, B)))
+        return [part.reshape(T * B, C, H * W) for part in (t._identity(x), x_h, x_w)]
 
     def forward(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        return self.run(x, h, token_rows(h))
+
+    def run(self, x: torch.Tensor, h: torch.Tensor, h_rows: torch.Tensor) -> torch.Tensor:
+        """``forward(x, h)`` given h also as token rows [T * B, H * W, C] (``token_rows(h)``, which the
+        stage makes once for its blocks). Returns the spikes [T, B, C, H, W] as a uint8 view of token
+        rows."""
         if not sm.applies(self._layers(), h):
-            return super().forward(x.to(h.dtype), h)
+            return super().forward(x.to(h.dtype, memory_format=torch.contiguous_format), h)
         t, c = self.token_mix, self.channel_mix
         T, B, C, H, W = x.shape
         c._check_grid(H, W)
         dtype = self._maps[0][0].dtype
         fuse_affine, affine1, affine2 = self._affines
-        h_planes = h.reshape(T * B, C, H * W)
+        # Token rows from the fuse convolution on: a row's outputs are contiguous, so the epilogue reads
+        # the skip, keeps hu and writes the spikes without touching a cache line per channel.
         spikes, hu = sm.spike_matmul(
-            self._token_spikes(x), t.fuse.weight, t.fuse.bias, self._packs[2], planar_in=True,
-            planar_out=True, col_affine=fuse_affine, addend=h_planes, neuron=(T, self.token_lif),
+            self._token_spikes(x), t.fuse.weight, t.fuse.bias, self._packs[0], planar_in=True,
+            planar_out=False, col_affine=fuse_affine, addend=h_rows, neuron=(T, self.token_lif),
             keep_values=True, dtype=dtype,
         )  # fmt: skip
         hidden = sm.spike_matmul(
-            [spikes], c.fc1.weight, c.fc1.bias, self._packs[3], planar_in=True, planar_out=False,
+            [spikes], c.fc1.weight, c.fc1.bias, self._packs[1], planar_in=False, planar_out=False,
             grouped=True, neuron=(T, c.lif), dtype=dtype, **{self._per: affine1},
         )  # fmt: skip
         out = sm.spike_matmul(
-            [hidden], c.fc2.weight, c.fc2.bias, self._packs[4], planar_in=False, planar_out=True,
+            [hidden], c.fc2.weight, c.fc2.bias, self._packs[2], planar_in=False, planar_out=False,
             addend=hu, neuron=(T, self.channel_lif), dtype=dtype, **{self._per: affine2},
         )  # fmt: skip
-        return out.view(T, B, C, H, W)
+        return out.transpose(1, 2).unflatten(2, (H, W)).unflatten(0, (T, B))
+
+
+def token_rows(h: torch.Tensor) -> torch.Tensor:
+    """A stage state h [T, B, C, H, W] as contiguous token rows [T * B, H * W, C]."""
+    return h.flatten(0, 1).flatten(2).transpose(1, 2).contiguous()
 
 
 class DeployedStage(MLPSPEStage):
@@ -127,9 +133,10 @@ class DeployedStage(MLPSPEStage):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.encoder(x)
         x = self.lif(h)
+        h_rows = token_rows(h)
         for block in self.blocks:
-            x = block(x, h)
-        return x.to(h.dtype)
+            x = block.run(x, h, h_rows) if isinstance(block, DeployedBlock) else block(x, h)
+        return x.to(h.dtype, memory_format=torch.contiguous_format)
 
 
 def _to_deployed(module: nn.Module) -> nn.Module | None:

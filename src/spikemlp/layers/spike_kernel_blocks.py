@@ -30,7 +30,11 @@ def _folded_map(x: torch.Tensor, proj: AxialProjection, affine) -> torch.Tensor:
     """proj(x) followed by an inference BN over the positions of its axis, (a, d) per output position
     folded into the map's rows and bias (as the MFI fold does)."""
     weight, bias = fold_rows(proj.weight, proj.bias, *affine)
-    weight, bias = weight.to(x.dtype), bias.to(x.dtype)
+    return folded_axial_map(x, proj, weight.to(x.dtype), bias.to(x.dtype))
+
+
+def folded_axial_map(x: torch.Tensor, proj: AxialProjection, weight: torch.Tensor, bias: torch.Tensor):
+    """The axial map of ``proj`` with another weight and bias (its folded ones), on x [M, C, N, N]."""
     n = proj.in_channels
     if n > _PLANE_MAP_MAX:
         return axial_map(x, weight, bias, proj.axis)

@@ -20,15 +20,20 @@ def _run_as_the_command() -> bool:
     return argv0 == "-m" or Path(argv0).stem == "spikemlp"
 
 
+def deploy(model):
+    """``spikemlp.deployment.deploy``: a trained MLP-SPE as its fastest exact CPU inference module
+    (docs/deployment.md). Imported on first call, so that ``import spikemlp`` loads no deployment code."""
+    from .deployment import deploy as _deploy
+
+    return _deploy(model)
+
+
 def __getattr__(name: str):
     if name in ("models", "neurons"):
         return importlib.import_module(f"{__name__}.{name}")
-    if name == "deploy":  # the function (its package is spikemlp.deployment)
-        return importlib.import_module(f"{__name__}.deployment").deploy
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 if not _run_as_the_command():
     from . import models as models  # noqa: E402  (registers the model families with timm)
     from . import neurons as neurons  # noqa: E402
-    from .deployment import deploy as deploy  # noqa: E402

@@ -131,6 +131,14 @@ class Agreement:
     def relative_difference(self) -> float:
         return self.max_logit_difference / max(self.logit_scale, 1e-30)
 
+    @classmethod
+    def of(cls, out: torch.Tensor, reference: torch.Tensor) -> Agreement:
+        """The agreement of logits ``out`` with the eval model's ``reference`` [B, K]."""
+        return cls(
+            reference.shape[0], int((out.argmax(-1) == reference.argmax(-1)).sum()),
+            float((out - reference).abs().max()), float(reference.abs().max()),
+        )  # fmt: skip
+
     def merged(self, other: Agreement) -> Agreement:
         """The agreement over both sets of images."""
         return Agreement(
@@ -156,13 +164,7 @@ def compare(model: nn.Module, deployed: DeployedModel, images: torch.Tensor) -> 
         reference = model.eval()(images)
     finally:
         model.train(was_training)
-    out = deployed(images)
-    return Agreement(
-        images=images.shape[0],
-        same_predictions=int((out.argmax(-1) == reference.argmax(-1)).sum()),
-        max_logit_difference=float((out - reference).abs().max()),
-        logit_scale=float(reference.abs().max()),
-    )
+    return Agreement.of(deployed(images), reference)
 
 
 @torch.no_grad()
@@ -182,10 +184,7 @@ def measure(model: nn.Module, deployed: DeployedModel, batches: Iterable, limit:
         out = deployed(images)
         seconds[0] += middle - start
         seconds[1] += time.perf_counter() - middle
-        batch = Agreement(
-            images.shape[0], int((out.argmax(-1) == reference.argmax(-1)).sum()),
-            float((out - reference).abs().max()), float(reference.abs().max()),
-        )  # fmt: skip
+        batch = Agreement.of(out, reference)
         agreement = batch if agreement is None else agreement.merged(batch)
     if agreement is None:
         raise ValueError("no images to compare the deployed model on")
